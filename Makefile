@@ -1,0 +1,57 @@
+# speech2image: `make run` runs the daemon, `make test` installs everything and runs the checks.
+# Both are idempotent: a second run only does what is missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian/Ubuntu packages. run: PortAudio for the microphone.
+# test: a real PulseAudio server with a virtual microphone for the end-to-end tests,
+# espeak-ng and sox to regenerate spoken fixtures (tests/data/make_fixtures.sh).
+APT_run := libportaudio2
+APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox
+
+.PHONY: run test lint typecheck pytest models bench apt-run apt-test clean
+
+run: apt-run $(STAMP) models
+	$(BIN)/speech2image run
+
+test: apt-test $(STAMP) models lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+models: $(STAMP)
+	$(BIN)/speech2image models pull
+
+bench: apt-test $(STAMP) models
+	$(BIN)/python -m bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $@
+
+# apt-get only for packages that are missing, so a set-up machine skips it in milliseconds.
+apt-%:
+	@missing=""; for pkg in $(APT_$*); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,156 @@
+"""Command line: parse, load config, call one function. Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import IO
+
+from . import __version__
+from .config import EX_CONFIG, ConfigError, load_config
+
+log = logging.getLogger("speech2image")
+
+EX_FAILURE = 1
+EX_NOINPUT = 66
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", EX_CONFIG)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"speech2image: {message}", file=sys.stderr)
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speech2image",
+        description="Say a wake word, then what you want to see.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(command=lambda _args: _usage(parser))
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: $SPEECH2IMAGE_CONFIG, then ~/.config/speech2image/config.toml)",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[config_flag], help="run the daemon")
+    run.add_argument("--input", metavar="FILE", help="listen to a sound file instead of the mic")
+    run.add_argument("--realtime", action="store_true", help="pace --input like a microphone")
+    run.add_argument("--events", metavar="FILE", help="write events as JSON lines (- = stdout)")
+    run.set_defaults(command=cmd_run)
+
+    devices = sub.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(command=cmd_devices)
+
+    models = sub.add_parser("models", help="manage models")
+    models_sub = models.add_subparsers(title="actions", metavar="ACTION", required=True)
+    pull = models_sub.add_parser(
+        "pull", parents=[config_flag], help="download the configured models (needs network)"
+    )
+    pull.set_defaults(command=cmd_models_pull)
+
+    config = sub.add_parser("config", parents=[config_flag], help="print the effective config")
+    config.set_defaults(command=cmd_config)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EX_FAILURE
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .audio import AudioError, AudioSource, FileSource, MicSource
+    from .events import JsonLinesSink, LogSink
+    from .models import ModelError
+    from .pipeline import Daemon
+
+    config = load_config(args.config)
+    with ExitStack() as stack:
+        sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
+        try:
+            daemon = Daemon(config, sink)
+        except ModelError as exc:
+            return _fail(str(exc), EX_CONFIG)
+        source: AudioSource
+        try:
+            if args.input:
+                source = FileSource(args.input, realtime=args.realtime)
+            else:
+                source = MicSource(config.audio, on_error=daemon.report_source_error)
+        except AudioError as exc:
+            return _fail(str(exc), EX_NOINPUT if args.input else EX_FAILURE)
+        return daemon.run(source)
+
+
+def _open_events(target: str, stack: ExitStack) -> IO[str]:
+    if target == "-":
+        return sys.stdout
+    return stack.enter_context(open(target, "a", encoding="utf-8"))
+
+
+def cmd_devices(_args: argparse.Namespace) -> int:
+    import sounddevice as sd
+
+    from .audio import input_devices
+
+    default = sd.default.device[0]
+    devices = input_devices()
+    if not devices:
+        return _fail("no audio input devices found", EX_FAILURE)
+    for device in devices:
+        marker = "*" if device["index"] == default else " "
+        print(
+            f"{marker} {device['index']:>3}  {device['name']}  "
+            f"({device['max_input_channels']} ch, {device['default_samplerate']:.0f} Hz)"
+        )
+    print("\n* = default input; set [audio] device to a name substring or index to choose")
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from .models import ModelError, pull_wake_models, wake_model_dir
+
+    config = load_config(args.config)
+    try:
+        pull_wake_models(wake_model_dir(config.wake), say=lambda text: print(text, flush=True))
+    except ModelError as exc:
+        return _fail(str(exc), EX_FAILURE)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    from .config import to_toml_dict
+
+    config = load_config(args.config)
+    print(f"# effective configuration (from {config.source})")
+    print(tomli_w.dumps(to_toml_dict(config)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

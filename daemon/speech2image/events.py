@@ -1,0 +1,141 @@
+"""Typed events: what every stage reports, one JSON object per line on ``--events``.
+
+Every event carries ``id`` (one per utterance, set at the wake word; ``None`` for
+daemon-wide events) and ``t``: seconds of input audio since the source started,
+a monotonic clock that is also the position in the file for file input.
+Audio never goes into JSON: fields marked ``json=False`` stay in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+def new_utterance_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    type: ClassVar[str] = "event"
+    id: str | None
+    t: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("json", True):
+                out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listening(Event):
+    """The source is open and the wake-word models are loaded."""
+
+    type: ClassVar[str] = "listening"
+    models: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wake(Event):
+    type: ClassVar[str] = "wake"
+    model: str
+    score: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Utterance(Event):
+    """The speech after a wake word, cut out; ``audio`` is 16 kHz mono int16."""
+
+    type: ClassVar[str] = "utterance"
+    start_s: float
+    duration_s: float
+    reason: Literal["silence", "max_length"]
+    audio: npt.NDArray[np.int16] = field(repr=False, compare=False, metadata={"json": False})
+
+
+RejectReason = Literal["toxic", "empty", "busy", "error"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected(Event):
+    type: ClassVar[str] = "rejected"
+    reason: RejectReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Event):
+    """Something went wrong in a stage; the daemon keeps running."""
+
+    type: ClassVar[str] = "error"
+    stage: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopped(Event):
+    type: ClassVar[str] = "stopped"
+    frames: int
+    dropped_frames: int
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class JsonLinesSink:
+    """Writes each event as one JSON line and flushes, so a reader sees it at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        line = event.to_json()
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+class FanOut:
+    """Sends every event to several sinks (JSON lines, logs, later the web gallery)."""
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self._sinks = sinks
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            sink.emit(event)
+
+
+class LogSink:
+    """Events to the debug log: they may hold private speech, so never above DEBUG."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("speech2image.events")
+
+    def emit(self, event: Event) -> None:
+        self._log.debug("%s", event.to_json())
