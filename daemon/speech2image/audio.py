@@ -148,6 +148,7 @@ def read_audio(path: str | Path) -> Frame:
 
 
 ErrorReporter = Callable[[str], None]
+ResumeReporter = Callable[[], None]
 
 
 class MicSource:
@@ -163,9 +164,12 @@ class MicSource:
     # No audio for this long means the device is gone (the first block can be ~2 s late).
     STALL_SECONDS = 5.0
 
-    def __init__(self, config: AudioConfig, on_error: ErrorReporter) -> None:
+    def __init__(
+        self, config: AudioConfig, on_error: ErrorReporter, on_resumed: ResumeReporter
+    ) -> None:
         self.config = config
         self._on_error = on_error
+        self._on_resumed = on_resumed
         self._closed = threading.Event()
         self._dropped = 0
         self._overflows = 0
@@ -184,17 +188,19 @@ class MicSource:
         return self._overflows
 
     def frames(self) -> Iterator[Frame]:
-        delay = 0.5
+        delay, interrupted = 0.5, False
         while not self._closed.is_set():
             try:
                 self._open()
             except AudioError as exc:
-                self._report(f"cannot open the microphone: {exc}; retrying in {delay:.0f} s")
+                self._report(f"cannot open the microphone: {exc}; retrying in {delay:.1f} s")
                 self._closed.wait(delay)
                 delay = min(delay * 2, self.config.reconnect_max_delay)
                 _refresh_portaudio()
                 continue
-            delay = 0.5
+            if interrupted:
+                self._on_resumed()
+            delay, interrupted = 0.5, True
             yield from self._read_until_failure()
             self._abort()
             if not self._closed.is_set():

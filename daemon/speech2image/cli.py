@@ -99,7 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.input:
                 source = FileSource(args.input, realtime=args.realtime)
             else:
-                source = MicSource(config.audio, on_error=daemon.report_source_error)
+                source = MicSource(
+                    config.audio,
+                    on_error=daemon.report_source_error,
+                    on_resumed=daemon.report_listening,
+                )
         except AudioError as exc:
             return _fail(str(exc), EX_NOINPUT if args.input else EX_FAILURE)
         return daemon.run(source)

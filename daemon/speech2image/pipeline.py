@@ -92,9 +92,7 @@ class Daemon:
 
     def _listen(self) -> None:
         assert self.source is not None
-        self.sink.emit(
-            Listening(id=None, t=0.0, models=self.config.wake.models, source=self.source.name)
-        )
+        self.report_listening()
         for event in self._events(self.source):
             self.sink.emit(event)
 
@@ -125,3 +123,10 @@ class Daemon:
 
     def report_source_error(self, message: str) -> None:
         self.sink.emit(Error(id=None, t=self.listener.now, stage="audio", message=message))
+
+    def report_listening(self) -> None:
+        """At start, and again when a lost microphone is back."""
+        name = self.source.name if self.source is not None else "none"
+        self.sink.emit(
+            Listening(id=None, t=self.listener.now, models=self.config.wake.models, source=name)
+        )

@@ -1,0 +1,87 @@
+"""Fixtures for end-to-end tests that need a real audio stack.
+
+``pulse_server`` (session) starts a private PulseAudio server with a virtual
+microphone; ``virtual_mic`` (per test) feeds it; ``pulse_env`` (per test)
+points the *current* process's sounddevice at it.  Subprocesses such as
+``speech2image run`` get the server via ``env=pulse_server.child_env()``.
+See ``pulse.py`` for why things are done the way they are.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+import pytest
+
+try:  # tests/e2e imported as a package (``__init__.py`` present)
+    from .pulse import PulseError, PulseServer, VirtualMic, reinit_portaudio
+except ImportError:  # rootdir-relative "prepend" import mode, no __init__.py
+    from pulse import (  # type: ignore[no-redef,unused-ignore]
+        PulseError,
+        PulseServer,
+        VirtualMic,
+        reinit_portaudio,
+    )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``e2e`` marker (also declared in pyproject)."""
+    config.addinivalue_line(
+        "markers",
+        "e2e: end-to-end test using a private PulseAudio server and real subprocesses",
+    )
+
+
+@pytest.fixture(scope="session")
+def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    """Start one private PulseAudio server for the whole session.
+
+    Skips when PulseAudio is not installed; fails (with the server log) when it
+    is installed but does not come up within ~10 s.  Always killed on teardown.
+    """
+    if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
+        pytest.skip("pulseaudio/pactl not installed")
+    try:
+        server = PulseServer.start(tmp_path_factory.mktemp("pulse"))
+    except PulseError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def virtual_mic(pulse_server: PulseServer) -> Iterator[VirtualMic]:
+    """A running feeder for the virtual mic; silence until ``feed()`` is called.
+
+    Teardown stops the feeder and re-plugs the mic if the test unplugged it,
+    so every test starts with ``virtmic`` present and the default source.
+    """
+    if not pulse_server.mic_plugged:
+        pulse_server.replug_mic()
+    mic = VirtualMic(pulse_server.fifo, server=pulse_server)
+    mic.start()
+    try:
+        yield mic
+    finally:
+        mic.stop()
+        if not pulse_server.mic_plugged:
+            pulse_server.replug_mic()
+
+
+@pytest.fixture
+def pulse_env(pulse_server: PulseServer) -> Iterator[dict[str, str]]:
+    """Point this process's sounddevice/PortAudio at the private server.
+
+    Sets ``PULSE_SERVER``/``PULSE_CLIENTCONFIG`` in ``os.environ`` and
+    re-initialises PortAudio (it enumerates devices only at init); restores
+    both afterwards.  Not needed for subprocesses -- pass
+    ``pulse_server.child_env()`` to them instead.
+    """
+    with reinit_portaudio(pulse_server.env):
+        yield pulse_server.env

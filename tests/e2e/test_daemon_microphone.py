@@ -1,0 +1,92 @@
+"""The whole daemon listening to a real PulseAudio server through sounddevice.
+
+The virtual microphone plays the same audio as the file-input integration tests;
+the daemon must emit the same events as it does for the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.pulse import PulseServer, VirtualMic
+from tests.support import concat, data_audio, run_cli, silence, write_wav
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CONFIG = """
+[audio]
+device = "pulse"
+[wake]
+models = ["hey_mycroft", "alexa"]
+[listen]
+silence_timeout = 1.5
+"""
+
+
+def spoken_request() -> np.ndarray:
+    return concat(
+        silence(1.0), data_audio("hey_mycroft_test.wav"), data_audio("jfk.flac"), silence(2.5)
+    )
+
+
+def test_microphone_gives_the_same_events_as_the_file(
+    tmp_path: Path,
+    config_file: Callable[[str], Path],
+    pulse_server: PulseServer,
+    virtual_mic: VirtualMic,
+) -> None:
+    config = config_file(CONFIG)
+    audio = spoken_request()
+    from_file = run_cli(
+        ["run", "--config", str(config), "--input", str(write_wav(tmp_path / "in.wav", audio))]
+    )
+
+    daemon = DaemonProcess(["--config", str(config)], pulse_server.child_env())
+    try:
+        listening = daemon.wait_for("listening", timeout=30)
+        assert listening["source"].startswith("mic:")
+        virtual_mic.feed(audio)
+        wake = daemon.wait_for("wake", timeout=30)
+        utterance = daemon.wait_for("utterance", timeout=30)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.stderr
+
+    file_wake, file_utterance = from_file.of("wake")[0], from_file.of("utterance")[0]
+    assert wake["model"] == file_wake["model"] == "hey_mycroft"
+    assert utterance["id"] == wake["id"]
+    assert utterance["reason"] == file_utterance["reason"] == "silence"
+    assert utterance["duration_s"] == pytest.approx(file_utterance["duration_s"], abs=0.25)
+    assert len(daemon.of("wake")) == 1
+    assert daemon.events[-1]["type"] == "stopped"
+    assert daemon.events[-1]["dropped_frames"] == 0
+
+
+def test_microphone_that_disappears_is_reopened(
+    config_file: Callable[[str], Path],
+    pulse_server: PulseServer,
+    virtual_mic: VirtualMic,
+) -> None:
+    config = config_file(CONFIG)
+    daemon = DaemonProcess(["--config", str(config)], pulse_server.child_env())
+    try:
+        daemon.wait_for("listening", timeout=30)
+        virtual_mic.feed(silence(1.0))
+        virtual_mic.wait_done(timeout=10)
+        virtual_mic.unplug()
+        lost = daemon.wait_for("error", timeout=30, stage="audio")
+        assert "microphone" in lost["message"]
+        virtual_mic.replug()
+        # Listening resumes (a second `listening` event) and a request spoken then is heard.
+        daemon.wait_for("listening", timeout=60)
+        virtual_mic.feed(spoken_request())
+        daemon.wait_for("wake", timeout=30, model="hey_mycroft")
+        daemon.wait_for("utterance", timeout=30)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.stderr
