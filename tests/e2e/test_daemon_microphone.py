@@ -6,6 +6,8 @@ the daemon must emit the same events as it does for the file.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,13 +36,16 @@ def spoken_request() -> np.ndarray:
     )
 
 
+@pytest.mark.parametrize("rate", [0, 48000])
 def test_microphone_gives_the_same_events_as_the_file(
     tmp_path: Path,
     config_file: Callable[[str], Path],
     pulse_server: PulseServer,
     virtual_mic: VirtualMic,
+    rate: int,
 ) -> None:
-    config = config_file(CONFIG)
+    """rate 0 opens at 16 kHz; 48000 makes the daemon resample, as with most USB mics."""
+    config = config_file(CONFIG.replace("[audio]", f"[audio]\nsamplerate = {rate}"))
     audio = spoken_request()
     from_file = run_cli(
         ["run", "--config", str(config), "--input", str(write_wav(tmp_path / "in.wav", audio))]
@@ -90,3 +95,37 @@ def test_microphone_that_disappears_is_reopened(
     finally:
         code = daemon.terminate()
     assert code == 0, daemon.stderr
+
+
+def test_devices_lists_the_inputs(pulse_server: PulseServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "speech2image.cli", "devices"],
+        env=pulse_server.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert any(" pulse " in f"{line} " and "Hz)" in line for line in lines)
+    assert any(line.startswith("*") for line in lines)
+
+
+def test_unknown_device_is_an_error_listing_the_inputs(
+    config_file: Callable[[str], Path], pulse_server: PulseServer
+) -> None:
+    config = config_file('[audio]\ndevice = "no such microphone"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "speech2image.cli", "run", "--config", str(config)],
+        env=pulse_server.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "[audio] device = 'no such microphone' matches no input device; inputs: " in (
+        result.stderr
+    )
+    assert "pulse" in result.stderr.split("inputs:")[1]
+    assert "Traceback" not in result.stderr
