@@ -1,0 +1,166 @@
+"""Listening benchmarks: CPU cost, wake accuracy, and end-of-speech latency.
+
+Each figure is measured against a baseline in the same run where one exists
+(openWakeWord's own ``Model.predict`` loop on the same audio), so a ratio stays
+meaningful on another machine even when the seconds do not.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from bench import corpus
+from speech2image.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, read_audio
+from speech2image.config import Config, WakeConfig
+from speech2image.events import Rejected, Utterance, Wake
+from speech2image.listen import Listener
+from speech2image.models import resolve_wake_models
+from speech2image.pipeline import build_listener
+
+Audio = npt.NDArray[np.int16]
+
+
+def frames_of(audio: Audio) -> list[Audio]:
+    usable = len(audio) - len(audio) % FRAME_SAMPLES
+    return [audio[i : i + FRAME_SAMPLES] for i in range(0, usable, FRAME_SAMPLES)]
+
+
+def listener_for(models: Sequence[str], **wake: object) -> Listener:
+    config = Config()
+    return build_listener(
+        replace(config, wake=replace(config.wake, models=tuple(models), **wake))  # type: ignore[arg-type]
+    )
+
+
+def cpu_seconds(step: Callable[[Audio], object], frames: Iterable[Audio]) -> float:
+    started = time.process_time()
+    for frame in frames:
+        step(frame)
+    return time.process_time() - started
+
+
+def raw_openwakeword(models: Sequence[str]) -> Callable[[Audio], object]:
+    """openWakeWord's own loop with the same ONNX files: the baseline for our overhead."""
+    from openwakeword.model import Model
+
+    files = resolve_wake_models(WakeConfig(models=tuple(models)), "bench")
+    model = Model(
+        wakeword_models=[str(p) for p in files.models.values()],
+        inference_framework="onnx",
+        melspec_model_path=str(files.melspectrogram),
+        embedding_model_path=str(files.embedding),
+    )
+    return model.predict  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class CostRow:
+    label: str
+    cpu_per_audio_s: float
+    baseline_per_audio_s: float
+
+
+def listening_cost(stream_seconds: float = 600.0) -> list[CostRow]:
+    frames = list(corpus.frames(corpus.negative_stream(stream_seconds, seed=11)))
+    audio_s = len(frames) * FRAME_SECONDS
+    rows = []
+    for models in (["hey_jarvis"], ["hey_jarvis", "alexa", "hey_mycroft"]):
+        ours = cpu_seconds(listener_for(models).process, frames) / audio_s
+        theirs = cpu_seconds(raw_openwakeword(models), frames) / audio_s
+        rows.append(CostRow(f"{len(models)} model(s) + Silero VAD", ours, theirs))
+    return rows
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    model: str
+    negative_hours: float
+    false_accepts: int
+    positives: int
+    misses: int
+
+    @property
+    def false_accepts_per_hour(self) -> float:
+        return self.false_accepts / self.negative_hours
+
+    @property
+    def false_reject_rate(self) -> float:
+        return self.misses / self.positives
+
+
+MODELS = ("hey_jarvis", "alexa", "hey_mycroft")
+
+
+def wake_accuracy(negative_seconds: float = 3600.0, positives: int = 200) -> list[AccuracyRow]:
+    listener = listener_for(MODELS)
+    false_accepts = dict.fromkeys(MODELS, 0)
+    audio_s = 0.0
+    for frame in corpus.frames(corpus.negative_stream(negative_seconds, seed=23)):
+        audio_s += FRAME_SECONDS
+        event = listener.process(frame)
+        if isinstance(event, Wake):
+            false_accepts[event.model] += 1
+    rows = []
+    for model in MODELS:
+        clips = corpus.positive_clips(model, positives, seed=5)
+        misses = sum(1 for clip in clips if not _wakes_on(model, clip))
+        rows.append(AccuracyRow(model, audio_s / 3600, false_accepts[model], len(clips), misses))
+    return rows
+
+
+def _wakes_on(model: str, clip: Audio) -> bool:
+    """A fresh listener with only this model, as a user who configured just it would run."""
+    listener = listener_for([model])
+    padded = np.concatenate(
+        [np.zeros(SAMPLE_RATE, np.int16), clip, np.zeros(SAMPLE_RATE, np.int16)]
+    )
+    return any(isinstance(listener.process(f), Wake) for f in frames_of(padded))
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    label: str
+    audio_latency_s: float  # end of speech -> utterance event, in audio time
+    frame_p50_ms: float
+    frame_p99_ms: float
+
+
+# jfk.flac's first phrase, "And so my fellow Americans", ends at 2.21 s (Silero, 32 ms steps).
+JFK_PHRASE_END = 2.21
+
+
+def end_of_speech_latency(repeats: int = 20) -> LatencyRow:
+    """From the last speech frame to the `utterance` event, and the compute per frame.
+
+    In audio time the delay is the silence timeout by design, plus frame rounding;
+    with a microphone the compute time of the last frame comes on top.
+    """
+    wake = read_audio(corpus.TEST_DATA / "hey_mycroft_test.wav")
+    phrase = read_audio(corpus.TEST_DATA / "jfk.flac")[: int(2.4 * SAMPLE_RATE)]
+    lead = np.zeros(SAMPLE_RATE, np.int16)
+    tail = np.zeros(3 * SAMPLE_RATE, np.int16)
+    speech_end = (len(lead) + len(wake)) / SAMPLE_RATE + JFK_PHRASE_END
+    latencies, per_frame = [], []
+    for _ in range(repeats):
+        listener = listener_for(["hey_mycroft"])
+        for frame in frames_of(np.concatenate([lead, wake, phrase, tail])):
+            started = time.perf_counter()
+            event = listener.process(frame)
+            per_frame.append(time.perf_counter() - started)
+            if isinstance(event, Utterance):
+                latencies.append(event.t - speech_end)
+            elif isinstance(event, Rejected):
+                raise RuntimeError("benchmark input was rejected; the fixture changed?")
+    per_frame.sort()
+    return LatencyRow(
+        "hey_mycroft + 'And so my fellow Americans' + silence",
+        statistics.median(latencies),
+        per_frame[len(per_frame) // 2] * 1000,
+        per_frame[int(len(per_frame) * 0.99)] * 1000,
+    )
