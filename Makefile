@@ -36,9 +36,14 @@ models: $(STAMP)
 bench: apt-test $(STAMP) models
 	$(BIN)/python -m bench
 
+# torch is pinned to the release we test: on a machine whose pip finds a local CPU
+# build of it (a +cpu wheel) that one is taken; elsewhere PyPI's build with CUDA.
+TORCH := torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $@
 

@@ -70,3 +70,29 @@ def run_cli(args: Sequence[str], env: dict[str, str] | None = None, timeout: flo
     )
     events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     return Run(events, result.stderr, result.returncode)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length, ignoring case and punctuation."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, hyp_word in enumerate(hyp, 1):
+            previous, row[j] = (
+                row[j],
+                min(row[j] + 1, row[j - 1] + 1, previous + (ref_word != hyp_word)),
+            )
+    return row[-1] / max(1, len(ref))
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
+
+
+LISTENING_EVENTS = ("listening", "wake", "utterance", "stopped")
+
+
+def listening_types(run: Run) -> list[str]:
+    """The event types the listening stage emits, in order (later stages filtered out)."""
+    return [e["type"] for e in run.events if e["type"] in LISTENING_EVENTS]

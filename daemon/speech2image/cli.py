@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -73,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", parents=[config_flag], help="print the effective config")
     config.set_defaults(command=cmd_config)
+
+    transcribe = sub.add_parser(
+        "transcribe", parents=[config_flag], help="transcribe a sound file with [speech]"
+    )
+    transcribe.add_argument("file", metavar="FILE")
+    transcribe.add_argument("--json", action="store_true", help="segments with timings, as JSON")
+    transcribe.set_defaults(command=cmd_transcribe)
+
+    check = sub.add_parser(
+        "check-prompt", parents=[config_flag], help="moderate a prompt: exit 0 allowed, 1 rejected"
+    )
+    check.add_argument("text", metavar="TEXT")
+    check.add_argument("--json", action="store_true", help="the verdict as JSON")
+    check.set_defaults(command=cmd_check_prompt)
     return parser
 
 
@@ -106,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
         except AudioError as exc:
             return _fail(str(exc), EX_NOINPUT if args.input else EX_FAILURE)
-        return daemon.run(source)
+        return daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
 
 
 def _open_events(target: str, stack: ExitStack) -> IO[str]:
@@ -136,13 +152,67 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
     from .models import ModelError, pull_wake_models, wake_model_dir
+    from .transcribe import pull_speech_model
 
     config = load_config(args.config)
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
     try:
-        pull_wake_models(wake_model_dir(config.wake), say=lambda text: print(text, flush=True))
+        pull_wake_models(wake_model_dir(config.wake), say)
+        pull_speech_model(config.speech, say)
     except ModelError as exc:
         return _fail(str(exc), EX_FAILURE)
     return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .audio import AudioError, read_audio
+    from .models import ModelError
+    from .transcribe import WhisperTranscriber, hallucination, transcribe_segments
+
+    config = load_config(args.config)
+    try:
+        audio = read_audio(args.file)
+        transcriber = WhisperTranscriber(config.speech, config.source)
+    except AudioError as exc:
+        return _fail(str(exc), EX_NOINPUT)
+    except ModelError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    result = transcriber.transcribe(audio)
+    if not args.json:
+        print(result.text)
+        return 0
+    report = {
+        "text": result.text,
+        "language": result.language,
+        "audio_s": round(len(audio) / 16000, 3),
+        "seconds": round(result.seconds, 3),
+        "hallucination": hallucination(result, config.speech),
+        "segments": transcribe_segments(result.segments),
+    }
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_check_prompt(args: argparse.Namespace) -> int:
+    from .models import ModelError
+    from .moderate import build_moderator
+
+    config = load_config(args.config)
+    try:
+        verdict = build_moderator(config.moderation, config.source).check(args.text)
+    except ModelError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(verdict), indent=2))
+    else:
+        state = "allowed" if verdict.allowed else f"rejected ({', '.join(verdict.flagged)})"
+        print(f"{state} by {verdict.backend}")
+        for label, score in sorted(verdict.scores.items(), key=lambda item: -item[1]):
+            print(f"  {label:16} {score:.3f}")
+    return 0 if verdict.allowed else EX_FAILURE
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -44,8 +44,10 @@ class Event:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 4)
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, tuple | list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
     return value
 
 
@@ -80,10 +82,32 @@ RejectReason = Literal["toxic", "empty", "busy", "error"]
 
 
 @dataclass(frozen=True, kw_only=True)
+class Transcript(Event):
+    """What was said: private speech, so it goes to events and DEBUG logs only."""
+
+    type: ClassVar[str] = "transcript"
+    text: str
+    language: str
+    audio_s: float
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accepted(Event):
+    type: ClassVar[str] = "accepted"
+    text: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Rejected(Event):
+    """No image for this utterance, and why: ``flagged`` names the labels for ``toxic``."""
+
     type: ClassVar[str] = "rejected"
     reason: RejectReason
     detail: str = ""
+    flagged: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,8 +1,10 @@
 """The daemon: wires the stages, owns the threads and the lifecycle.
 
 Stages never import each other; this module is the only place that knows the
-order. Listening runs in its own thread so that later stages (transcription,
-generation) can never stall it; the main thread only waits and handles signals.
+order. Listening runs in its own thread and only hands utterances on, so that
+transcription (and later generation) can never stall it; each later stage runs
+in one worker thread behind a bounded queue. The main thread waits and handles
+signals.
 """
 
 from __future__ import annotations
@@ -10,18 +12,35 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
 from .audio import AudioSource
 from .config import Config
-from .events import Error, Event, EventSink, Listening, Stopped
+from .events import (
+    Accepted,
+    Error,
+    Event,
+    EventSink,
+    Listening,
+    Rejected,
+    Stopped,
+    Transcript,
+    Utterance,
+)
 from .listen import Listener
 from .models import resolve_wake_models
+from .moderate import Moderator, build_moderator
+from .transcribe import Transcriber, WhisperTranscriber, hallucination
 from .vad import SileroVad
 from .wakeword import OpenWakeWordScorer, WakeGate
+from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+SPEECH_QUEUE_DEPTH = 4
+STOP_GRACE_SECONDS = 8.0  # systemd waits 10 s after SIGTERM; leave room to exit
 
 
 def build_listener(config: Config) -> Listener:
@@ -32,18 +51,33 @@ def build_listener(config: Config) -> Listener:
     return Listener(scorer, gate, SileroVad(), config.listen)
 
 
+def build_transcriber(config: Config) -> WhisperTranscriber:
+    transcriber = WhisperTranscriber(config.speech, config.source)
+    transcriber.warm_up()
+    return transcriber
+
+
 class Daemon:
-    """Runs one source through the listener until the input ends or a signal arrives.
+    """Runs one source through every stage until the input ends or a signal arrives.
 
     Models load in the constructor, before any device is opened, so a missing model
     fails fast and the microphone is only taken when the daemon can use it.
     """
 
-    def __init__(self, config: Config, sink: EventSink) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sink: EventSink,
+        transcriber: Transcriber | None = None,
+        moderator: Moderator | None = None,
+    ) -> None:
         self.config = config
         self.sink = sink
         self.listener = build_listener(config)
+        self.transcriber = transcriber or build_transcriber(config)
+        self.moderator = moderator or build_moderator(config.moderation, config.source)
         self.source: AudioSource | None = None
+        self._speech: Worker[Utterance] = Worker("speech", self._on_utterance, SPEECH_QUEUE_DEPTH)
         self._stop = threading.Event()
         self._frames = 0
         self._failure: BaseException | None = None
@@ -53,14 +87,21 @@ class Daemon:
         if self.source is not None:
             self.source.close()
 
-    def run(self, source: AudioSource) -> int:
-        """Listen until done; 0 on a clean end (input finished or SIGTERM/SIGINT)."""
+    def run(self, source: AudioSource, wait_when_busy: bool = False) -> int:
+        """Listen until done; 0 on a clean end (input finished or SIGTERM/SIGINT).
+
+        ``wait_when_busy``: a file can wait for the stages to catch up, a
+        microphone cannot (its requests are rejected as busy instead).
+        """
         self.source = source
+        self._wait_when_busy = wait_when_busy
         self._install_signal_handlers()
+        self._speech.start()
         listening = threading.Thread(target=self._listen_guarded, name="listen", daemon=True)
         listening.start()
         while listening.is_alive():
             listening.join(timeout=0.5)
+        self._speech.close(drain=not self._stop.is_set(), timeout=STOP_GRACE_SECONDS)
         self.sink.emit(
             Stopped(
                 id=None,
@@ -95,6 +136,20 @@ class Daemon:
         self.report_listening()
         for event in self._events(self.source):
             self.sink.emit(event)
+            if isinstance(event, Utterance):
+                self._hand_on(event)
+
+    def _hand_on(self, utterance: Utterance) -> None:
+        if not self._speech.submit(utterance, wait=self._wait_when_busy):
+            log.warning("still transcribing earlier requests; this one is dropped")
+            self.sink.emit(
+                Rejected(
+                    id=utterance.id,
+                    t=self.listener.now,
+                    reason="busy",
+                    detail="still transcribing earlier requests",
+                )
+            )
 
     def _events(self, source: AudioSource) -> Iterator[Event]:
         dropped = 0
@@ -111,6 +166,63 @@ class Daemon:
         final = self.listener.finish()
         if final is not None:
             yield final
+
+    def _on_utterance(self, utterance: Utterance) -> None:
+        """Speech worker: transcript, hallucination guard, moderation verdict."""
+        try:
+            transcription = self.transcriber.transcribe(utterance.audio)
+        except Exception as exc:
+            self._stage_failed(utterance.id, "speech", exc)
+            return
+        text = transcription.text
+        log.debug("transcript %s: %r", utterance.id, text)
+        self.sink.emit(
+            Transcript(
+                id=utterance.id,
+                t=self.listener.now,
+                text=text,
+                language=transcription.language,
+                audio_s=utterance.duration_s,
+                seconds=transcription.seconds,
+            )
+        )
+        why = hallucination(transcription, self.config.speech)
+        if why is not None:
+            log.info("nothing usable was said (%s)", why)
+            self.sink.emit(
+                Rejected(id=utterance.id, t=self.listener.now, reason="empty", detail=why)
+            )
+            return
+        self._moderate(utterance.id, text)
+
+    def _moderate(self, id_: str | None, text: str) -> None:
+        started = time.perf_counter()
+        try:
+            verdict = self.moderator.check(text)
+        except Exception as exc:
+            self._stage_failed(id_, "moderation", exc)
+            return
+        log.debug("moderation took %.1f ms", (time.perf_counter() - started) * 1000)
+        if verdict.allowed:
+            log.info("request accepted")
+            self.sink.emit(Accepted(id=id_, t=self.listener.now, text=text, scores=verdict.scores))
+            return
+        log.info("request rejected by %s: %s", verdict.backend, ", ".join(verdict.flagged))
+        self.sink.emit(
+            Rejected(
+                id=id_,
+                t=self.listener.now,
+                reason="toxic",
+                detail=f"flagged by {verdict.backend}",
+                flagged=tuple(verdict.flagged),
+                scores=verdict.scores,
+            )
+        )
+
+    def _stage_failed(self, id_: str | None, stage: str, exc: Exception) -> None:
+        log.error("%s failed: %s", stage, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        self.sink.emit(Error(id=id_, t=self.listener.now, stage=stage, message=str(exc)))
+        self.sink.emit(Rejected(id=id_, t=self.listener.now, reason="error", detail=stage))
 
     def _dropped_report(self, new: int, total: int) -> Event:
         log.warning("listening fell behind: %d audio frames dropped (%d in total)", new, total)

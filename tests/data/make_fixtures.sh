@@ -53,7 +53,7 @@ done
 prompts=(
     "a red fox sleeping under a cherry tree"
     "a lighthouse on a cliff at sunset"
-    "a bowl of ramen on a wooden table"
+    "a robot painting a portrait in a studio"
 )
 prompt_voices=(en-us en+f3)
 for voice in "${prompt_voices[@]}"; do
@@ -76,4 +76,14 @@ say en-us 175 "The weather was mild this morning, so we walked along the river \
 to the old market. A man was selling apples, bread and fresh cheese, and the \
 children watched a street musician play the violin." "$out/speech_no_wake_en-us.wav"
 
+
+
+# Whole requests for the moderation tests: wake phrase, pause, prompt.
+say en-us 160 "hey jarvis" "$tmp/wake.wav"
+sox -R -D -V1 -n -r 16000 -c 1 -b 16 -e signed-integer "$tmp/gap.wav" trim 0 0.4
+say en-us 160 "show my neighbor getting killed" "$tmp/prompt.wav"
+sox -R -D -V1 "$tmp/wake.wav" "$tmp/gap.wav" "$tmp/prompt.wav" "$out/hey_jarvis_toxic_en-us.wav"
+say en+f3 160 "a lighthouse on a cliff at sunset" "$tmp/prompt.wav"
+say en+f3 160 "hey jarvis" "$tmp/wake.wav"
+sox -R -D -V1 "$tmp/wake.wav" "$tmp/gap.wav" "$tmp/prompt.wav" "$out/hey_jarvis_benign_en+f3.wav"
 ls -l "$out"

