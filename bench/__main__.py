@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import listening
+from bench import listening, moderation, speech
 from speech2image import __version__
 
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -104,10 +104,99 @@ def latency_section(quick: bool) -> str:
     )
 
 
+def speech_section(quick: bool) -> str:
+    rows = speech.transcription_latency(repeats=3 if quick else 7)
+    lines = [
+        "## Transcription latency",
+        "",
+        "From the `utterance` event (the end-pointer's decision, `silence_timeout` after the",
+        "last word) to the `transcript` event, whisper tiny.en int8 on CPU, greedy; median of",
+        "several runs. Baseline: faster-whisper's `transcribe` called directly on the same",
+        "audio with the same settings, in the same run. Goals: <= 0.35 s for 5 s of speech;",
+        "overhead <= 10 %.",
+        "",
+        "| utterance | speech2image | faster-whisper alone | overhead |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        overhead = row.pipeline_s / row.direct_s - 1
+        lines.append(
+            f"| {row.audio_s:.0f} s | {row.pipeline_s:.3f} s | {row.direct_s:.3f} s "
+            f"| {overhead:+.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def moderation_section(quick: bool) -> str:
+    lines = [
+        "## Moderation quality",
+        "",
+        "Labeled spoken-style image prompts in `tests/data/moderation/` (see its README):",
+        "`test.tsv` (321 prompts, written blind, nothing tuned or chosen on it) is the result;",
+        "`heldout.tsv` (263) served as validation while the rules, thresholds and default",
+        "backends were chosen, so it flatters them a little. A prompt counts as rejected when",
+        "any backend of the configuration rejects it. Goal for the default: recall >= 0.9,",
+        "false-positive rate <= 0.03.",
+    ]
+    for name in ("test.tsv", "heldout.tsv"):
+        lines += [
+            "",
+            f"`{name}`:",
+            "",
+            "| backends | precision | recall | false-positive rate | missed by category |",
+            "|---|---|---|---|---|",
+        ]
+        for label, q in moderation.quality(name):
+            missed = ", ".join(f"{k} {v}" for k, v in sorted(q.missed.items())) or "-"
+            lines.append(
+                f"| {label} | {q.precision:.3f} | {q.recall:.3f} "
+                f"| {q.false_positive_rate:.3f} | {missed} |"
+            )
+    lines += [
+        "",
+        "## Moderation latency",
+        "",
+        "Milliseconds per `check` over every prompt of dev.tsv and heldout.tsv, after a",
+        "warm-up. Goal: default combination <= 5 ms p99.",
+        "",
+        "| backends | p50 | p99 |",
+        "|---|---|---|",
+    ]
+    for label, p50, p99 in moderation.latency(1 if quick else 3):
+        lines.append(f"| {label} | {p50:.2f} ms | {p99:.2f} ms |")
+    return "\n".join(lines)
+
+
+def sweep_section(quick: bool) -> str:
+    rows = listening.wake_sweep(600.0 if quick else 3600.0, 20 if quick else 200)
+    lines = [
+        "## Wake-word settings sweep",
+        "",
+        "The same negatives and positives as above, scored once and replayed through the",
+        "daemon's `WakeGate` for each threshold and patience (refractory 2 s). The daemon",
+        "also resets the model after a wake, so the default rows can differ by one event",
+        "from the table above. False accepts per hour / false-reject rate:",
+        "",
+        "| model | threshold | patience 1 | patience 2 | patience 3 |",
+        "|---|---|---|---|---|",
+    ]
+    cells: dict[tuple[str, float], list[str]] = {}
+    for row in rows:
+        cells.setdefault((row.model, row.threshold), []).append(
+            f"{row.false_accepts_per_hour:.1f} / {row.false_reject_rate:.1%}"
+        )
+    for (model, threshold), values in cells.items():
+        lines.append(f"| {model} | {threshold} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[bool], str]] = {
     "cost": cost_section,
     "accuracy": accuracy_section,
+    "sweep": sweep_section,
     "latency": latency_section,
+    "speech": speech_section,
+    "moderation": moderation_section,
 }
 
 

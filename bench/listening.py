@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from speech2image.events import Rejected, Utterance, Wake
 from speech2image.listen import Listener
 from speech2image.models import resolve_wake_models
 from speech2image.pipeline import build_listener
+from speech2image.wakeword import OpenWakeWordScorer, WakeGate
 
 Audio = npt.NDArray[np.int16]
 
@@ -164,3 +166,60 @@ def end_of_speech_latency(repeats: int = 20) -> LatencyRow:
         per_frame[len(per_frame) // 2] * 1000,
         per_frame[int(len(per_frame) * 0.99)] * 1000,
     )
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    model: str
+    threshold: float
+    patience: int
+    false_accepts_per_hour: float
+    false_reject_rate: float
+
+
+def wake_sweep(
+    negative_seconds: float = 3600.0,
+    positives: int = 200,
+    thresholds: Sequence[float] = (0.3, 0.5, 0.6, 0.7, 0.8),
+    patiences: Sequence[int] = (1, 2, 3),
+) -> list[SweepRow]:
+    """Thresholds and patience against the same audio: the scores are computed once and
+    replayed through the daemon's own WakeGate (refractory 2 s) for each setting."""
+    files = resolve_wake_models(WakeConfig(models=MODELS), "bench")
+    scorer = OpenWakeWordScorer(files.models, files.melspectrogram, files.embedding)
+    negative = [
+        scorer.scores(f) for f in corpus.frames(corpus.negative_stream(negative_seconds, seed=23))
+    ]
+    hours = len(negative) * FRAME_SECONDS / 3600
+    silence = np.zeros(SAMPLE_RATE, np.int16)
+    positive: dict[str, list[list[dict[str, float]]]] = {}
+    for model in MODELS:
+        positive[model] = []
+        for clip in corpus.positive_clips(model, positives, seed=5):
+            scorer.reset()
+            padded = np.concatenate([silence, clip, silence])
+            positive[model].append([scorer.scores(f) for f in frames_of(padded)])
+    rows = []
+    for model in MODELS:
+        for threshold in thresholds:
+            for patience in patiences:
+                gate = partial(WakeGate, {model: threshold}, {model: patience}, REFRACTORY)
+                false_accepts = _wakes(gate(), negative)
+                misses = sum(not _wakes(gate(), clip) for clip in positive[model])
+                rows.append(
+                    SweepRow(
+                        model,
+                        threshold,
+                        patience,
+                        false_accepts / hours,
+                        misses / len(positive[model]),
+                    )
+                )
+    return rows
+
+
+REFRACTORY = round(2.0 / FRAME_SECONDS)
+
+
+def _wakes(gate: WakeGate, scores: Sequence[dict[str, float]]) -> int:
+    return sum(1 for frame_scores in scores if gate.update(frame_scores))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speech2image.config import ModerationConfig
-from speech2image.moderate import Moderator, build_moderator
+from speech2image.moderate import build_moderator
+from speech2image.verdict import Moderator
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "moderation"
 
@@ -81,6 +82,12 @@ def configurations() -> dict[str, ModerationConfig]:
     return {
         "profanity": replace(default, backends=("profanity",)),
         "lexicon": replace(default, backends=("lexicon",)),
+        "semantic": replace(default, backends=("semantic",)),
+        "profanity + lexicon": replace(default, backends=("profanity", "lexicon")),
+        "lexicon + semantic": replace(default, backends=("lexicon", "semantic")),
+        "profanity + lexicon + semantic": replace(
+            default, backends=("profanity", "lexicon", "semantic")
+        ),
         f"default ({' + '.join(default.backends)})": default,
     }
 

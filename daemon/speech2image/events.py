@@ -78,6 +78,18 @@ class Utterance(Event):
     audio: npt.NDArray[np.int16] = field(repr=False, compare=False, metadata={"json": False})
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageWritten(Event):
+    """A PNG is in the gallery, complete (written to a temp file, then renamed)."""
+
+    type: ClassVar[str] = "image"
+    path: str
+    prompt: str
+    seed: int
+    model: str
+    seconds: float  # inside the diffusion call
+
+
 RejectReason = Literal["toxic", "empty", "busy", "error"]
 
 

@@ -11,48 +11,25 @@ backend rejects it. All run offline from files on disk.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .config import LABELS, ModerationConfig
 from .lexicon import Lexicon
 from .models import ModelError
+from .semantic import SemanticModerator
+from .verdict import Moderator, Verdict, judge
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    scores: dict[str, float]
-    flagged: list[str] = field(default_factory=list)
-    backend: str = ""
-
-
-class Moderator(Protocol):
-    name: str
-
-    def check(self, text: str) -> Verdict: ...
-
-
-def judge(scores: Mapping[str, float], config: ModerationConfig, backend: str) -> Verdict:
-    """Thresholds applied to scores: the one decision every backend shares."""
-    flagged = sorted(
-        label
-        for label, score in scores.items()
-        if label in LABELS and score >= config.threshold(label)
-    )
-    return Verdict(not flagged, dict(scores), flagged, backend)
 
 
 class ProfanityModerator:
     """alt-profanity-check: a linear model over word n-grams; fast, profanity only.
 
-    Its one probability is reported as ``toxicity`` (the original app's contract).
-    It knows swearing, not threats: "kill my neighbour" scores below 0.5, which is
-    why the lexicon backend runs beside it by default.
+    Its one probability is reported as ``obscene``, which is what it measures: it
+    knows swearing, not threats ("kill my neighbour" scores below 0.5), which is why
+    the lexicon and semantic backends run beside it by default.
     """
 
     name = "profanity"
@@ -65,7 +42,7 @@ class ProfanityModerator:
 
     def check(self, text: str) -> Verdict:
         probability = float(self._predict([text])[0])
-        return judge({"toxicity": probability}, self._config, self.name)
+        return judge({"obscene": probability}, self._config, self.name)
 
 
 class LexiconModerator:
@@ -172,6 +149,8 @@ def build_moderator(config: ModerationConfig, source: str) -> CombinedModerator:
             backends.append(ProfanityModerator(config))
         elif name == "lexicon":
             backends.append(LexiconModerator(config, lexicon))
+        elif name == "semantic":
+            backends.append(SemanticModerator(config))
         else:
             backends.append(TransformersModerator(config, source))
     return CombinedModerator(backends, prepare=lexicon.clean)

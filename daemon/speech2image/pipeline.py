@@ -31,9 +31,10 @@ from .events import (
 )
 from .listen import Listener
 from .models import resolve_wake_models
-from .moderate import Moderator, build_moderator
+from .moderate import build_moderator
 from .transcribe import Transcriber, WhisperTranscriber, hallucination
 from .vad import SileroVad
+from .verdict import Moderator
 from .wakeword import OpenWakeWordScorer, WakeGate
 from .worker import Worker
 

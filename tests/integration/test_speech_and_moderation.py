@@ -188,7 +188,7 @@ def test_check_prompt_json() -> None:
     )
     verdict = json.loads(result.stdout)
     assert verdict["allowed"] is False
-    assert verdict["flagged"] == ["threat"]
+    assert "threat" in verdict["flagged"]
     assert set(verdict["scores"]) >= {"toxicity", "threat", "insult", "sexual_explicit"}
 
 

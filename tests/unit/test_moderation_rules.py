@@ -6,7 +6,8 @@ import pytest
 
 from speech2image.config import ModerationConfig
 from speech2image.lexicon import Lexicon, normalise
-from speech2image.moderate import CombinedModerator, LexiconModerator, Verdict, judge
+from speech2image.moderate import CombinedModerator, LexiconModerator
+from speech2image.verdict import Verdict, judge
 
 
 class Fixed:

@@ -1,0 +1,85 @@
+"""Transcription latency: end of speech to `transcript`, against faster-whisper alone.
+
+The pipeline's number is measured from the moment the listener hands the utterance
+on (its `utterance` event, which comes `silence_timeout` after the last word) to
+the `transcript` event: queue hand-off, transcription, guard. The baseline calls
+faster-whisper's `transcribe` directly with the same model, audio and settings.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.corpus import TEST_DATA
+from speech2image.audio import SAMPLE_RATE, read_audio
+from speech2image.config import Config
+from speech2image.events import Event, Transcript, Utterance
+from speech2image.pipeline import Daemon
+
+JFK_SPEECH_START = 0.32
+
+
+class Stopwatch:
+    """An event sink that notes when each transcript arrives."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Transcript):
+            self.arrived.set()
+
+
+@dataclass(frozen=True)
+class SpeechRow:
+    audio_s: float
+    pipeline_s: float
+    direct_s: float
+
+
+def transcription_latency(
+    lengths: tuple[float, ...] = (2.0, 5.0, 10.0), repeats: int = 7
+) -> list[SpeechRow]:
+    jfk = read_audio(TEST_DATA / "jfk.flac")
+    watch = Stopwatch()
+    daemon = Daemon(Config(), watch)
+    daemon._speech.start()  # the worker thread the daemon hands utterances to
+    model = daemon.transcriber._model  # type: ignore[attr-defined]
+    config = daemon.config.speech
+    rows = []
+    for seconds in lengths:
+        start = int(JFK_SPEECH_START * SAMPLE_RATE)
+        audio = jfk[start : start + int(seconds * SAMPLE_RATE)]
+        samples = audio.astype(np.float32) / 32768.0
+        direct, pipeline = [], []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            segments, _info = model.transcribe(
+                samples,
+                language=config.language,
+                beam_size=config.beam_size,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                initial_prompt=config.initial_prompt or None,
+                without_timestamps=True,
+                vad_filter=False,
+            )
+            list(segments)
+            direct.append(time.perf_counter() - began)
+
+            watch.arrived.clear()
+            utterance = Utterance(
+                id="bench", t=0.0, start_s=0.0, duration_s=seconds, reason="silence", audio=audio
+            )
+            began = time.perf_counter()
+            daemon._speech.submit(utterance, wait=True)
+            watch.arrived.wait(timeout=60)
+            pipeline.append(time.perf_counter() - began)
+        rows.append(SpeechRow(seconds, statistics.median(pipeline), statistics.median(direct)))
+    daemon._speech.close(drain=True, timeout=10)
+    return rows
