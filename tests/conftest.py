@@ -2,19 +2,72 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
+
+ENV = "SPEECH2IMAGE_CONFIG"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline on disk, loaded like any local model."""
+    from tests.tinysd import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_sd_model: Path) -> str:
+    """What every daemon run in the tests shares: the tiny image model, a private gallery,
+    and no desktop notifications unless a test asks for them."""
+    gallery = tmp_path_factory.mktemp("gallery")
+    return (
+        f'[image]\nmodel = "{tiny_sd_model}"\nwidth = 64\nheight = 64\nsteps = 2\n\n'
+        f'[gallery]\ndir = "{gallery}"\n\n'
+        "[notify]\nenabled = false\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def daemon_config_env(tmp_path_factory: pytest.TempPathFactory, base_config: str) -> Iterator[Path]:
+    """$SPEECH2IMAGE_CONFIG for daemons started without --config (they inherit it)."""
+    path = tmp_path_factory.mktemp("config") / "base.toml"
+    path.write_text(base_config, encoding="utf-8")
+    before = os.environ.get(ENV)
+    os.environ[ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = before
+
+
+def with_base(text: str, base: str) -> str:
+    """``base`` overlaid with ``text``, key by key (the test's own values win)."""
+    merged = tomllib.loads(base)
+    for table, values in tomllib.loads(text).items():
+        merged.setdefault(table, {}).update(values)
+    return tomli_w.dumps(merged)
 
 
 @pytest.fixture
-def config_file(tmp_path: Path) -> Callable[[str], Path]:
-    """Writes TOML text into a config file in tmp_path and returns its path."""
+def config_file(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Path]:
+    """Writes TOML text into a config file in tmp_path and returns its path.
+
+    In integration and end-to-end tests the shared base tables are added, so a test
+    only writes what it is about.
+    """
+    uses_daemon = "daemon_config_env" in request.fixturenames
+    base = request.getfixturevalue("base_config") if uses_daemon else ""
 
     def make(text: str) -> Path:
         path = tmp_path / "speech2image.toml"
-        path.write_text(text, encoding="utf-8")
+        path.write_text(with_base(text, base) if base else text, encoding="utf-8")
         return path
 
     return make

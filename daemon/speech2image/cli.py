@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("text", metavar="TEXT")
     check.add_argument("--json", action="store_true", help="the verdict as JSON")
     check.set_defaults(command=cmd_check_prompt)
+
+    generate = sub.add_parser(
+        "generate", parents=[config_flag], help="moderate a prompt, draw it, print the image path"
+    )
+    generate.add_argument("prompt", metavar="PROMPT")
+    generate.add_argument("--seed", type=int, help="overrides [image] seed")
+    generate.add_argument(
+        "--events", metavar="FILE", help="write events as JSON lines (- = stdout)"
+    )
+    generate.set_defaults(command=cmd_generate)
     return parser
 
 
@@ -100,29 +110,53 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .audio import AudioError, AudioSource, FileSource, MicSource
     from .events import JsonLinesSink, LogSink
+    from .gallery.writer import GalleryError
     from .models import ModelError
     from .pipeline import Daemon
 
     config = load_config(args.config)
+    source: AudioSource | None = None
+    if args.input:  # a wrong file name should not wait for every model to load
+        try:
+            source = FileSource(args.input, realtime=args.realtime)
+        except AudioError as exc:
+            return _fail(str(exc), EX_NOINPUT)
     with ExitStack() as stack:
         sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
         try:
             daemon = Daemon(config, sink)
-        except ModelError as exc:
+        except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
-        source: AudioSource
-        try:
-            if args.input:
-                source = FileSource(args.input, realtime=args.realtime)
-            else:
+        stack.callback(daemon.close)
+        if source is None:
+            try:
                 source = MicSource(
                     config.audio,
                     on_error=daemon.report_source_error,
                     on_resumed=daemon.report_listening,
                 )
-        except AudioError as exc:
-            return _fail(str(exc), EX_NOINPUT if args.input else EX_FAILURE)
+            except AudioError as exc:
+                return _fail(str(exc), EX_FAILURE)
         return daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .events import JsonLinesSink, LogSink
+    from .gallery.writer import GalleryError
+    from .models import ModelError
+    from .pipeline import generate_once
+
+    config = load_config(args.config)
+    with ExitStack() as stack:
+        sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
+        try:
+            path = generate_once(config, args.prompt, sink, seed=args.seed)
+        except (ModelError, GalleryError) as exc:
+            return _fail(str(exc), EX_CONFIG)
+    if path is None:
+        return EX_FAILURE
+    print(path)
+    return 0
 
 
 def _open_events(target: str, stack: ExitStack) -> IO[str]:
@@ -151,6 +185,7 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
+    from .generate import pull_image_model
     from .models import ModelError, pull_wake_models, wake_model_dir
     from .transcribe import pull_speech_model
 
@@ -162,6 +197,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     try:
         pull_wake_models(wake_model_dir(config.wake), say)
         pull_speech_model(config.speech, say)
+        pull_image_model(config.image, say)
     except ModelError as exc:
         return _fail(str(exc), EX_FAILURE)
     return 0

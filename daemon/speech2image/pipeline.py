@@ -2,9 +2,9 @@
 
 Stages never import each other; this module is the only place that knows the
 order. Listening runs in its own thread and only hands utterances on, so that
-transcription (and later generation) can never stall it; each later stage runs
-in one worker thread behind a bounded queue. The main thread waits and handles
-signals.
+transcription and generation can never stall it. Transcription + moderation run
+in one worker thread, generation + storage in another that alone owns the model
+(and the GPU); bounded queues join them. The main thread waits and handles signals.
 """
 
 from __future__ import annotations
@@ -12,27 +12,20 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from .audio import AudioSource
 from .config import Config
-from .events import (
-    Accepted,
-    Error,
-    Event,
-    EventSink,
-    Listening,
-    Rejected,
-    Stopped,
-    Transcript,
-    Utterance,
-)
+from .events import Error, Event, EventSink, FanOut, Listening, Rejected, Stopped, Utterance, Wake
+from .gallery.writer import GalleryWriter
 from .listen import Listener
 from .models import resolve_wake_models
-from .moderate import build_moderator
-from .transcribe import Transcriber, WhisperTranscriber, hallucination
+from .requests import ImageHandler, ImageRequest, ImageSource, SpeechHandler
+from .transcribe import Transcriber
 from .vad import SileroVad
 from .verdict import Moderator
 from .wakeword import OpenWakeWordScorer, WakeGate
@@ -52,10 +45,38 @@ def build_listener(config: Config) -> Listener:
     return Listener(scorer, gate, SileroVad(), config.listen)
 
 
-def build_transcriber(config: Config) -> WhisperTranscriber:
-    transcriber = WhisperTranscriber(config.speech, config.source)
-    transcriber.warm_up()
-    return transcriber
+@dataclass(frozen=True)
+class Stages:
+    """Everything after the listener, loaded and warm. Tests and benchmarks pass their own."""
+
+    transcriber: Transcriber
+    moderator: Moderator
+    generator: ImageSource
+    writer: GalleryWriter
+    notifier: EventSink | None
+
+    @classmethod
+    def load(cls, config: Config) -> Stages:
+        """Load every model from local files (never the network) and warm them up."""
+        from .generate import Generator
+        from .moderate import build_moderator
+        from .notify import DesktopNotifier
+        from .transcribe import WhisperTranscriber
+
+        transcriber = WhisperTranscriber(config.speech, config.source)
+        transcriber.warm_up()
+        moderator = build_moderator(config.moderation, config.source)
+        generator = Generator(config.image, config.source)
+        generator.warm_up()
+        writer = GalleryWriter(Path(config.gallery.dir))
+        writer.prepare()
+        notifier = DesktopNotifier(config.notify) if config.notify.enabled else None
+        return cls(transcriber, moderator, generator, writer, notifier)
+
+    def close(self) -> None:
+        closer = getattr(self.notifier, "close", None)
+        if closer is not None:
+            closer()
 
 
 class Daemon:
@@ -65,23 +86,41 @@ class Daemon:
     fails fast and the microphone is only taken when the daemon can use it.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        sink: EventSink,
-        transcriber: Transcriber | None = None,
-        moderator: Moderator | None = None,
-    ) -> None:
+    def __init__(self, config: Config, sink: EventSink, stages: Stages | None = None) -> None:
         self.config = config
-        self.sink = sink
         self.listener = build_listener(config)
-        self.transcriber = transcriber or build_transcriber(config)
-        self.moderator = moderator or build_moderator(config.moderation, config.source)
+        self.stages = stages or Stages.load(config)
+        notifier = self.stages.notifier
+        self.sink: EventSink = sink if notifier is None else FanOut(sink, notifier)
         self.source: AudioSource | None = None
-        self._speech: Worker[Utterance] = Worker("speech", self._on_utterance, SPEECH_QUEUE_DEPTH)
+        self._wait_when_busy = False
+        self._wakes: dict[str, dict[str, Any]] = {}
+        self._images: Worker[ImageRequest] = Worker(
+            "image",
+            ImageHandler(self.stages.generator, self.stages.writer, self.sink, self.now),
+            config.image.queue,
+        )
+        speech = SpeechHandler(
+            config,
+            self.stages.transcriber,
+            self.stages.moderator,
+            self.sink,
+            clock=self.now,
+            forward=self._to_images,
+        )
+        self._speech: Worker[Utterance] = Worker(
+            "speech", lambda u: speech(u, self._wakes.pop(u.id or "", {})), SPEECH_QUEUE_DEPTH
+        )
         self._stop = threading.Event()
         self._frames = 0
         self._failure: BaseException | None = None
+
+    def now(self) -> float:
+        return self.listener.now
+
+    def close(self) -> None:
+        """Release what outlives a run (the notifier's bus connection)."""
+        self.stages.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -98,17 +137,17 @@ class Daemon:
         self._wait_when_busy = wait_when_busy
         self._install_signal_handlers()
         self._speech.start()
+        self._images.start()
         listening = threading.Thread(target=self._listen_guarded, name="listen", daemon=True)
         listening.start()
         while listening.is_alive():
             listening.join(timeout=0.5)
-        self._speech.close(drain=not self._stop.is_set(), timeout=STOP_GRACE_SECONDS)
+        finish = not self._stop.is_set()  # input ended: finish every request; signal: abandon
+        self._speech.close(drain=finish, timeout=None if finish else STOP_GRACE_SECONDS / 2)
+        self._images.close(drain=finish, timeout=None if finish else STOP_GRACE_SECONDS / 2)
         self.sink.emit(
             Stopped(
-                id=None,
-                t=self.listener.now,
-                frames=self._frames,
-                dropped_frames=source.dropped_frames,
+                id=None, t=self.now(), frames=self._frames, dropped_frames=source.dropped_frames
             )
         )
         if self._failure is not None:
@@ -137,20 +176,18 @@ class Daemon:
         self.report_listening()
         for event in self._events(self.source):
             self.sink.emit(event)
-            if isinstance(event, Utterance):
-                self._hand_on(event)
+            if isinstance(event, Wake) and event.id:
+                self._wakes[event.id] = {"model": event.model, "score": round(event.score, 4)}
+            elif isinstance(event, Utterance):
+                self._hand_on(self._speech, event, event.id, "still transcribing earlier requests")
 
-    def _hand_on(self, utterance: Utterance) -> None:
-        if not self._speech.submit(utterance, wait=self._wait_when_busy):
-            log.warning("still transcribing earlier requests; this one is dropped")
-            self.sink.emit(
-                Rejected(
-                    id=utterance.id,
-                    t=self.listener.now,
-                    reason="busy",
-                    detail="still transcribing earlier requests",
-                )
-            )
+    def _to_images(self, request: ImageRequest) -> None:
+        self._hand_on(self._images, request, request.id, "still drawing earlier requests")
+
+    def _hand_on(self, worker: Worker[Any], item: Any, id_: str | None, why: str) -> None:
+        if not worker.submit(item, wait=self._wait_when_busy):
+            log.warning("busy: %s; this request is dropped", why)
+            self.sink.emit(Rejected(id=id_, t=self.now(), reason="busy", detail=why))
 
     def _events(self, source: AudioSource) -> Iterator[Event]:
         dropped = 0
@@ -168,78 +205,77 @@ class Daemon:
         if final is not None:
             yield final
 
-    def _on_utterance(self, utterance: Utterance) -> None:
-        """Speech worker: transcript, hallucination guard, moderation verdict."""
-        try:
-            transcription = self.transcriber.transcribe(utterance.audio)
-        except Exception as exc:
-            self._stage_failed(utterance.id, "speech", exc)
-            return
-        text = transcription.text
-        log.debug("transcript %s: %r", utterance.id, text)
-        self.sink.emit(
-            Transcript(
-                id=utterance.id,
-                t=self.listener.now,
-                text=text,
-                language=transcription.language,
-                audio_s=utterance.duration_s,
-                seconds=transcription.seconds,
-            )
-        )
-        why = hallucination(transcription, self.config.speech)
-        if why is not None:
-            log.info("nothing usable was said (%s)", why)
-            self.sink.emit(
-                Rejected(id=utterance.id, t=self.listener.now, reason="empty", detail=why)
-            )
-            return
-        self._moderate(utterance.id, text)
-
-    def _moderate(self, id_: str | None, text: str) -> None:
-        started = time.perf_counter()
-        try:
-            verdict = self.moderator.check(text)
-        except Exception as exc:
-            self._stage_failed(id_, "moderation", exc)
-            return
-        log.debug("moderation took %.1f ms", (time.perf_counter() - started) * 1000)
-        if verdict.allowed:
-            log.info("request accepted")
-            self.sink.emit(Accepted(id=id_, t=self.listener.now, text=text, scores=verdict.scores))
-            return
-        log.info("request rejected by %s: %s", verdict.backend, ", ".join(verdict.flagged))
-        self.sink.emit(
-            Rejected(
-                id=id_,
-                t=self.listener.now,
-                reason="toxic",
-                detail=f"flagged by {verdict.backend}",
-                flagged=tuple(verdict.flagged),
-                scores=verdict.scores,
-            )
-        )
-
-    def _stage_failed(self, id_: str | None, stage: str, exc: Exception) -> None:
-        log.error("%s failed: %s", stage, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        self.sink.emit(Error(id=id_, t=self.listener.now, stage=stage, message=str(exc)))
-        self.sink.emit(Rejected(id=id_, t=self.listener.now, reason="error", detail=stage))
-
     def _dropped_report(self, new: int, total: int) -> Event:
         log.warning("listening fell behind: %d audio frames dropped (%d in total)", new, total)
         return Error(
             id=None,
-            t=self.listener.now,
+            t=self.now(),
             stage="audio",
             message=f"dropped {new} audio frames ({total} in total): listening fell behind",
         )
 
     def report_source_error(self, message: str) -> None:
-        self.sink.emit(Error(id=None, t=self.listener.now, stage="audio", message=message))
+        self.sink.emit(Error(id=None, t=self.now(), stage="audio", message=message))
 
     def report_listening(self) -> None:
         """At start, and again when a lost microphone is back."""
         name = self.source.name if self.source is not None else "none"
         self.sink.emit(
-            Listening(id=None, t=self.listener.now, models=self.config.wake.models, source=name)
+            Listening(id=None, t=self.now(), models=self.config.wake.models, source=name)
         )
+
+
+def generate_once(
+    config: Config, prompt: str, sink: EventSink, seed: int | None = None
+) -> Path | None:
+    """`speech2image generate`: moderation, generation, gallery, notification; no audio.
+
+    Returns the image path, or None when the prompt was rejected or a stage failed
+    (the events say which).
+    """
+    from .events import Accepted, ImageWritten
+    from .generate import Generator
+    from .moderate import build_moderator
+    from .notify import DesktopNotifier
+
+    notifier = DesktopNotifier(config.notify) if config.notify.enabled else None
+    out: EventSink = sink if notifier is None else FanOut(sink, notifier)
+    written: list[ImageWritten] = []
+
+    class Recorder:
+        def emit(self, event: Event) -> None:
+            out.emit(event)
+            if isinstance(event, ImageWritten):
+                written.append(event)
+
+    try:
+        verdict = build_moderator(config.moderation, config.source).check(prompt)
+        if not verdict.allowed:
+            out.emit(
+                Rejected(id="cli", t=0.0, reason="toxic", detail=f"flagged by {verdict.backend}",
+                         flagged=tuple(verdict.flagged), scores=verdict.scores)
+            )  # fmt: skip
+            return None
+        out.emit(Accepted(id="cli", t=0.0, text=prompt, scores=verdict.scores))
+        writer = GalleryWriter(Path(config.gallery.dir))
+        writer.prepare()
+        generator = Generator(config.image, config.source)
+        fixed = _FixedSeed(generator, seed) if seed is not None else generator
+        ImageHandler(fixed, writer, Recorder(), lambda: 0.0)(
+            ImageRequest("cli", prompt, sidecar={"moderation": {"scores": verdict.scores}})
+        )
+    finally:
+        if notifier is not None:
+            notifier.close()
+    return Path(written[0].path) if written else None
+
+
+class _FixedSeed:
+    """A generator whose seed comes from the command line, not from [image] seed."""
+
+    def __init__(self, generator: ImageSource, seed: int) -> None:
+        self._generator = generator
+        self._seed = seed
+
+    def generate(self, prompt: str, seed: int | None = None) -> Any:
+        return self._generator.generate(prompt, self._seed if seed is None else seed)

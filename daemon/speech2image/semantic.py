@@ -55,7 +55,9 @@ class SentenceEmbedder:
     def __init__(self, path: Path | None = None) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # stderr is a log
         folder = path or embedding_model_dir()
         self._torch: Any = torch
         self._tokenizer: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -10,13 +10,21 @@ See ``pulse.py`` for why things are done the way they are.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 try:  # tests/e2e imported as a package (``__init__.py`` present)
+    from .dbus_session import DEFAULT_CAPS, DbusError, DbusSession, NotificationServer
     from .pulse import PulseError, PulseServer, VirtualMic, reinit_portaudio
 except ImportError:  # rootdir-relative "prepend" import mode, no __init__.py
+    from dbus_session import (  # type: ignore[no-redef,unused-ignore]
+        DEFAULT_CAPS,
+        DbusError,
+        DbusSession,
+        NotificationServer,
+    )
     from pulse import (  # type: ignore[no-redef,unused-ignore]
         PulseError,
         PulseServer,
@@ -85,3 +93,46 @@ def pulse_env(pulse_server: PulseServer) -> Iterator[dict[str, str]]:
     """
     with reinit_portaudio(pulse_server.env):
         yield pulse_server.env
+
+
+@pytest.fixture(scope="session")
+def session_bus() -> Iterator[str]:
+    """A private ``dbus-daemon`` session bus for the whole session; yields its address.
+
+    Skips when dbus-daemon is not installed; always killed on teardown.
+    """
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon not installed")
+    try:
+        bus = DbusSession.start()
+    except DbusError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield bus.address
+    finally:
+        bus.stop()
+        shutil.rmtree(bus.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def notification_server(
+    session_bus: str, request: pytest.FixtureRequest
+) -> Iterator[NotificationServer]:
+    """A fresh recording notification server on ``session_bus``.
+
+    Capabilities default to ``DEFAULT_CAPS``; override per test with
+    ``@pytest.mark.parametrize("notification_server", [("body",)], indirect=True)``.
+    Teardown releases the name and disconnects, so the next test starts clean.
+    """
+    capabilities = getattr(request, "param", DEFAULT_CAPS)
+    server = NotificationServer(session_bus, tuple(capabilities)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _daemon_config(daemon_config_env: Path) -> Path:
+    """Every daemon these tests start uses the tiny image model and a private gallery."""
+    return daemon_config_env

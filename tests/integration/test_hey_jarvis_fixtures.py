@@ -36,7 +36,7 @@ def speech_bounds(audio: np.ndarray) -> tuple[float, float]:
 
 def run_default(tmp_path: Path, audio: np.ndarray) -> Run:
     wav = write_wav(tmp_path / "input.wav", audio)
-    result = run_cli(["run", "--input", str(wav)], env={"SPEECH2IMAGE_CONFIG": ""})
+    result = run_cli(["run", "--input", str(wav)])  # default config + the shared test tables
     assert result.returncode == 0, result.stderr
     return result
 
@@ -88,6 +88,7 @@ def test_committed_request_files(tmp_path: Path, name: str) -> None:
         "utterance",
         "transcript",
         "accepted",
+        "image",
     ]
 
 

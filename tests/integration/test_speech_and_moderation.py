@@ -40,7 +40,7 @@ PROMPTS = {
 def request(tmp_path: Path, *parts: np.ndarray, config: Path | None = None) -> Run:
     wav = write_wav(tmp_path / "request.wav", concat(silence(0.5), *parts, silence(2.0)))
     args = ["run", "--input", str(wav)] + (["--config", str(config)] if config else [])
-    result = run_cli(args, env={"SPEECH2IMAGE_CONFIG": ""})
+    result = run_cli(args)
     assert result.returncode == 0, result.stderr
     return result
 

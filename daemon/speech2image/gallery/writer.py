@@ -1,0 +1,220 @@
+"""The gallery writer: a complete PNG appears in the gallery, or nothing does.
+
+The folder is the source of truth: ``DIR/YYYY-MM-DD/HHMMSS-<slug>-<seed>.png`` plus a
+``.json`` sidecar with the same stem. Each file is encoded in memory, written to the
+gallery's hidden ``.tmp/`` folder (same file system), fsynced, then hard-linked to
+its final name. A link never replaces an existing file, so a name collision gets a
+``-2`` suffix instead of overwriting, and an interrupted write (SIGKILL, full disk,
+power loss) leaves at most a stray temp file in ``.tmp/``, which the next start
+removes; a watcher of the gallery sees one new, complete file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TMP_DIR = ".tmp"
+SLUG_MAX = 48
+# diffusers scheduler classes under the sampler names AUTOMATIC1111 users know.
+A1111_SAMPLERS = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
+}
+
+
+class GalleryError(Exception):
+    """The image could not be stored (full disk, read-only folder, ...); nothing partial is left."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Everything stored about one image: pixels, generation parameters, provenance."""
+
+    image: Any  # PIL.Image.Image; typed loosely so importing this module needs no Pillow
+    prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    sampler: str
+    model: str
+    negative_prompt: str = ""
+    sidecar: Mapping[str, Any] = field(default_factory=dict)  # transcript, wake, scores, timings
+
+
+def slugify(prompt: str, limit: int = SLUG_MAX) -> str:
+    """A short, safe ASCII file-name form of the prompt ("Café au lait!" -> "cafe-au-lait")."""
+    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", " ", ascii_text.lower()).split()
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > limit:
+            break
+        slug = candidate
+    return slug or (words[0][:limit] if words else "image")
+
+
+def a1111_parameters(record: ImageRecord) -> str:
+    """The ``parameters`` text AUTOMATIC1111 writes, so its tools and others read ours."""
+    sampler = A1111_SAMPLERS.get(record.sampler, record.sampler)
+    settings = (
+        f"Steps: {record.steps}, Sampler: {sampler}, CFG scale: {record.guidance:g}, "
+        f"Seed: {record.seed}, Size: {record.width}x{record.height}, Model: {record.model}"
+    )
+    prompt = " ".join(record.prompt.split())
+    negative = " ".join(record.negative_prompt.split())
+    return f"{prompt}\nNegative prompt: {negative}\n{settings}"
+
+
+def image_name(when: dt.datetime, prompt: str, seed: int, attempt: int = 1) -> Path:
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    return Path(when.strftime("%Y-%m-%d")) / f"{when:%H%M%S}-{slugify(prompt)}-{seed}{suffix}.png"
+
+
+class GalleryWriter:
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self._tmp = self.root / TMP_DIR
+
+    def prepare(self) -> None:
+        """Create the folders and remove temp files an interrupted run left behind."""
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GalleryError(_explain(exc, self.root)) from exc
+        for stale in self._tmp.glob("*.part"):
+            stale.unlink(missing_ok=True)
+
+    def write(self, record: ImageRecord, when: dt.datetime | None = None) -> Path:
+        """Store the PNG and its sidecar; the path of the PNG, or GalleryError."""
+        when = when or dt.datetime.now()
+        png = _encode_png(record)
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            path = self._publish(png, when, record)
+            try:
+                sidecar = _sidecar(record, path, when).encode("utf-8")
+                self._publish_at(path.with_suffix(".json"), sidecar)
+            except OSError:
+                path.unlink(missing_ok=True)  # an image without its sidecar is half a write
+                raise
+        except OSError as exc:
+            raise GalleryError(_explain(exc, self.root)) from exc
+        log.info("image written: %s", path)
+        return path
+
+    def _publish(self, data: bytes, when: dt.datetime, record: ImageRecord) -> Path:
+        for attempt in range(1, 1000):
+            target = self.root / image_name(when, record.prompt, record.seed, attempt)
+            if self._publish_at(target, data, overwrite=False):
+                return target
+        raise FileExistsError(errno.EEXIST, "no free file name", str(target))
+
+    def _publish_at(self, target: Path, data: bytes, overwrite: bool = True) -> bool:
+        """Temp file, fsync, link into place; False when ``target`` exists and must stay."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if overwrite:
+                os.replace(temp, target)
+            elif not _link(temp, target):
+                return False
+            _fsync_dir(target.parent)
+            return True
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+def _encode_png(record: ImageRecord) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", a1111_parameters(record))
+    buffer = io.BytesIO()
+    record.image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _sidecar(record: ImageRecord, path: Path, when: dt.datetime) -> str:
+    from speech2image import __version__
+
+    data = {
+        "image": path.name,
+        "created": when.astimezone().isoformat(timespec="seconds"),
+        "prompt": record.prompt,
+        "negative_prompt": record.negative_prompt,
+        "seed": record.seed,
+        "steps": record.steps,
+        "guidance": record.guidance,
+        "sampler": record.sampler,
+        "size": [record.width, record.height],
+        "model": record.model,
+        **record.sidecar,
+        "speech2image": __version__,
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def _link(temp: Path, target: Path) -> bool:
+    """Give ``temp`` the name ``target`` unless that exists; False if it does.
+
+    A hard link is atomic and never replaces; file systems without hard links
+    (FAT, some network mounts) fall back to check-then-rename.
+    """
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if target.exists():
+            return False
+        os.replace(temp, target)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the new directory entry durable too, not just the file's bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _explain(exc: OSError, root: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"the disk holding the gallery {root} is full; nothing was written"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"the gallery folder {root} is not writable ({exc.strerror}); nothing was written"
+    return f"could not write to the gallery {root}: {exc}"

@@ -1,0 +1,125 @@
+"""The gallery under faults: a full disk, a read-only folder, SIGKILL mid-write.
+
+Real file systems: small tmpfs mounts (needs root, as on the CI machines) and a
+real child process killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from speech2image.gallery.writer import GalleryError, GalleryWriter, ImageRecord
+
+pytestmark = [pytest.mark.integration]
+
+
+def noise_record(size: int, seed: int = 1) -> ImageRecord:
+    """Random pixels do not compress: the PNG is about size*size*3 bytes."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return ImageRecord(
+        image=Image.fromarray(pixels),
+        prompt="static on an old television",
+        seed=seed,
+        steps=1,
+        guidance=0.0,
+        width=size,
+        height=size,
+        sampler="EulerDiscreteScheduler",
+        model="test",
+    )
+
+
+def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from mount_tmpfs(tmp_path / "small", "size=96k")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+
+
+def pngs(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.png") if ".tmp" not in p.parts]
+
+
+def test_full_disk_leaves_nothing_partial(small_disk: Path) -> None:
+    writer = GalleryWriter(small_disk)
+    writer.prepare()
+    small = writer.write(noise_record(32))  # ~3 KB: fits
+    with pytest.raises(GalleryError, match="is full; nothing was written"):
+        writer.write(noise_record(256, seed=2))  # ~200 KB: does not
+    assert pngs(small_disk) == [small]
+    assert list((small_disk / ".tmp").iterdir()) == []
+    with Image.open(small) as image:
+        image.load()
+    # Space is back once the big image is gone: the writer works again.
+    writer.write(noise_record(32, seed=3))
+    assert len(pngs(small_disk)) == 2
+
+
+def test_read_only_folder_is_a_clear_error(read_only_disk: Path) -> None:
+    writer = GalleryWriter(read_only_disk / "outputs")
+    with pytest.raises(GalleryError, match="not writable"):
+        writer.prepare()
+    with pytest.raises(GalleryError, match="not writable"):
+        writer.write(noise_record(16))
+    assert pngs(read_only_disk) == []
+
+
+WRITER_LOOP = """
+import sys, numpy as np
+from PIL import Image
+from speech2image.gallery.writer import GalleryWriter, ImageRecord
+writer = GalleryWriter(__import__("pathlib").Path(sys.argv[1]))
+writer.prepare()
+rng = np.random.default_rng(0)
+seed = 0
+while True:
+    seed += 1
+    pixels = rng.integers(0, 255, (384, 384, 3), dtype=np.uint8)
+    writer.write(ImageRecord(Image.fromarray(pixels), "noise", seed, 1, 0.0, 384, 384, "x", "m"))
+    print(seed, flush=True)
+"""
+
+
+def test_sigkill_mid_write_never_leaves_a_partial_png(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    for delay in (0.3, 0.55, 0.8):
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER_LOOP, str(gallery)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None
+        child.stdout.readline()  # at least one image is complete; more are being written
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    images = pngs(gallery)
+    assert len(images) >= 3
+    for path in images:
+        with Image.open(path) as image:
+            image.load()  # every PNG in the gallery is complete and decodes
+        assert image.size == (384, 384)
+    GalleryWriter(gallery).prepare()
+    assert list((gallery / ".tmp").glob("*.part")) == []

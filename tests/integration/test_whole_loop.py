@@ -1,0 +1,163 @@
+"""Wake word to picture: the whole daemon on sound files, with the tiny image model.
+
+Every accepted utterance gives exactly one PNG (with AUTOMATIC1111 metadata and a
+sidecar) and one `image` event; every rejected one gives none.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support import Run, concat, data_audio, run_cli, silence, write_wav
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CLI = [sys.executable, "-m", "speech2image.cli"]
+ConfigFile = Callable[[str], Path]
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    return tmp_path / "gallery"
+
+
+def pngs(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.png") if ".tmp" not in p.parts)
+
+
+def run_file(tmp_path: Path, config: Path, *parts: object) -> Run:
+    wav = write_wav(tmp_path / "in.wav", concat(silence(0.5), *parts, silence(2.0)))  # type: ignore[arg-type]
+    result = run_cli(["run", "--config", str(config), "--input", str(wav)])
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_spoken_request_becomes_one_png_with_its_prompt(
+    tmp_path: Path, config_file: ConfigFile, gallery: Path
+) -> None:
+    config = config_file(f'[gallery]\ndir = "{gallery}"\n')
+    result = run_file(tmp_path, config, data_audio("espeak/hey_jarvis_benign_en+f3.wav"))
+
+    (transcript,) = result.of("transcript")
+    (image,) = result.of("image")
+    assert image["id"] == transcript["id"]
+    assert result.events[-1]["type"] == "stopped"  # exits only after the image is written
+    (png,) = pngs(gallery)
+    assert str(png) == image["path"]
+    assert png.parent.name.count("-") == 2  # YYYY-MM-DD
+    assert png.name.endswith(f"-{image['seed']}.png")
+    with Image.open(png) as picture:
+        assert picture.size == (64, 64)
+        parameters = picture.text["parameters"]
+    assert parameters.splitlines()[0] == transcript["text"]
+    assert f"Seed: {image['seed']}, Size: 64x64" in parameters
+    sidecar = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+    assert sidecar["transcript"] == transcript["text"]
+    assert sidecar["wake"]["model"] == "hey_jarvis"
+    assert sidecar["wake"]["score"] >= 0.5
+    assert sidecar["moderation"]["scores"]["threat"] < 0.7
+    assert sidecar["timings"]["generate_s"] > 0
+
+
+def test_recorded_wake_phrase_then_prompt(
+    tmp_path: Path, config_file: ConfigFile, gallery: Path
+) -> None:
+    config = config_file(f'[wake]\nmodels = ["hey_mycroft"]\n[gallery]\ndir = "{gallery}"\n')
+    result = run_file(
+        tmp_path,
+        config,
+        data_audio("hey_mycroft_test.wav"),
+        silence(0.3),
+        data_audio("espeak/prompt_3_en-us.wav"),
+    )
+    (image,) = result.of("image")
+    with Image.open(image["path"]) as picture:
+        embedded = picture.text["parameters"].splitlines()[0]
+    assert embedded == result.of("transcript")[0]["text"]
+    assert "robot" in embedded.lower()
+
+
+def test_toxic_request_gives_no_image(
+    tmp_path: Path, config_file: ConfigFile, gallery: Path
+) -> None:
+    config = config_file(f'[gallery]\ndir = "{gallery}"\n')
+    result = run_file(tmp_path, config, data_audio("espeak/hey_jarvis_toxic_en-us.wav"))
+    assert [e["reason"] for e in result.of("rejected")] == ["toxic"]
+    assert result.of("image") == []
+    assert pngs(gallery) == []
+
+
+def test_every_request_in_a_file_is_drawn_before_exit(
+    tmp_path: Path, config_file: ConfigFile, gallery: Path
+) -> None:
+    """A file waits for a busy pipeline: a queue of one still loses nothing."""
+    config = config_file(f'[image]\nqueue = 1\nsteps = 8\n[gallery]\ndir = "{gallery}"\n')
+    parts = []
+    for voice, number in [("en-us", 1), ("en+f3", 2), ("en-us", 3), ("en+f3", 1)]:
+        parts += [
+            data_audio(f"espeak/hey_jarvis_{voice}_160.wav"),
+            silence(0.4),
+            data_audio(f"espeak/prompt_{number}_{voice}.wav"),
+            silence(1.5),
+        ]
+    result = run_file(tmp_path, config, *parts)
+    assert result.of("rejected") == []
+    assert len(result.of("image")) == 4
+    assert len(pngs(gallery)) == 4
+    assert {e["id"] for e in result.of("image")} == {e["id"] for e in result.of("wake")}
+
+
+def test_generate_command(config_file: ConfigFile, gallery: Path) -> None:
+    config = config_file(f'[gallery]\ndir = "{gallery}"\n')
+    result = subprocess.run(
+        [*CLI, "generate", "--config", str(config), "--seed", "7", "a red fox in the snow"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path.parent.parent == gallery.resolve()
+    assert path.name.endswith("-a-red-fox-in-the-snow-7.png")
+    with Image.open(path) as picture:
+        assert picture.text["parameters"].startswith("a red fox in the snow\n")
+
+    rejected = subprocess.run(
+        [*CLI, "generate", "--config", str(config), "draw me stabbing my boss"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rejected.returncode == 1
+    assert rejected.stdout == ""
+    assert pngs(gallery) == [path]
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    from tests.integration.test_gallery_faults import mount_tmpfs
+
+    yield from mount_tmpfs(tmp_path / "full", "size=24k")
+
+
+def test_full_disk_is_an_error_and_the_daemon_keeps_listening(
+    tmp_path: Path, config_file: ConfigFile, full_disk: Path
+) -> None:
+    # 512x512 images of a random model are noise: far bigger than the 24 KB disk.
+    config = config_file(
+        f'[image]\nwidth = 512\nheight = 512\nsteps = 1\n[gallery]\ndir = "{full_disk}"\n'
+    )
+    request = data_audio("espeak/hey_jarvis_benign_en+f3.wav")
+    result = run_file(tmp_path, config, request, silence(2.0), request)
+    errors = [e for e in result.of("error") if e["stage"] == "gallery"]
+    assert len(errors) == 2  # the second request was still heard and tried
+    assert "is full; nothing was written" in errors[0]["message"]
+    assert [e["reason"] for e in result.of("rejected")] == ["error", "error"]
+    assert result.of("image") == []
+    assert pngs(full_disk) == []

@@ -1,0 +1,169 @@
+"""The image stage's decisions that need no GPU and no model: device, seed, variant, OOM."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from speech2image.config import ImageConfig
+from speech2image.generate import (
+    GenerationError,
+    choose_seed,
+    choose_variant,
+    pick_device,
+    run_with_oom_retry,
+)
+from speech2image.models import ModelError
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "cuda", "bf16", "expected"),
+    [
+        ("auto", "auto", True, True, ("cuda", torch.float16)),
+        ("auto", "auto", False, False, ("cpu", torch.float32)),
+        ("auto", "bfloat16", True, True, ("cuda", torch.bfloat16)),
+        ("auto", "float32", True, True, ("cuda", torch.float32)),
+        ("auto", "float16", False, False, ("cpu", torch.float32)),  # downgraded, with a warning
+        ("auto", "bfloat16", False, False, ("cpu", torch.bfloat16)),
+        ("cpu", "auto", True, True, ("cpu", torch.float32)),
+        ("cpu", "bfloat16", True, True, ("cpu", torch.bfloat16)),
+        ("cuda", "auto", True, False, ("cuda", torch.float16)),
+        ("cuda", "float32", True, False, ("cuda", torch.float32)),
+    ],
+)
+def test_pick_device_matrix(
+    device: str, dtype: str, cuda: bool, bf16: bool, expected: tuple[str, torch.dtype]
+) -> None:
+    assert pick_device(ImageConfig(device=device, dtype=dtype), cuda, bf16) == expected
+
+
+def test_cpu_warns_that_it_is_slow(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="speech2image.generate"):
+        pick_device(ImageConfig(), cuda_available=False, bf16_supported=False)
+    assert "CPU" in caplog.text
+    assert "minutes per image" in caplog.text
+
+
+def test_float16_on_auto_cpu_is_downgraded_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="speech2image.generate"):
+        _, dtype = pick_device(ImageConfig(dtype="float16"), False, False)
+    assert dtype == torch.float32
+    assert "float16 becomes float32" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "cuda", "bf16", "message"),
+    [
+        ("cpu", "float16", True, True, "[image] dtype = 'float16' does not run on the CPU"),
+        ("cuda", "auto", False, False, "[image] device = 'cuda' but torch sees no CUDA GPU"),
+        ("cuda", "bfloat16", True, False, "'bfloat16' is not supported by this GPU"),
+        ("auto", "bfloat16", True, False, "'bfloat16' is not supported by this GPU"),
+    ],
+)
+def test_pick_device_refuses_contradictions(
+    device: str, dtype: str, cuda: bool, bf16: bool, message: str
+) -> None:
+    with pytest.raises(ModelError) as caught:
+        pick_device(ImageConfig(device=device, dtype=dtype), cuda, bf16)
+    assert message in str(caught.value)
+
+
+def test_fixed_seed_is_used_as_is() -> None:
+    assert choose_seed(1234, draw=lambda: 99) == 1234
+    assert choose_seed(0, draw=lambda: 99) == 0
+
+
+def test_seed_minus_one_draws_a_fresh_seed_per_image() -> None:
+    draws = iter([7, 8])
+    assert choose_seed(-1, draw=lambda: next(draws)) == 7
+    assert choose_seed(-1, draw=lambda: next(draws)) == 8
+    seeds = {choose_seed(-1) for _ in range(20)}
+    assert len(seeds) > 1
+    assert all(0 <= seed < 2**32 for seed in seeds)
+
+
+@pytest.mark.parametrize(
+    ("files", "half", "expected"),
+    [
+        (["model.safetensors", "diffusion_pytorch_model.safetensors"], True, None),
+        (["model.fp16.safetensors", "diffusion_pytorch_model.fp16.safetensors"], False, "fp16"),
+        (["model.safetensors", "model.fp16.safetensors"], True, "fp16"),
+        (["model.safetensors", "model.fp16.safetensors"], False, None),
+        ([], True, None),
+    ],
+)
+def test_weight_variant(files: list[str], half: bool, expected: str | None) -> None:
+    assert choose_variant(files, half) == expected
+
+
+class FakeOOMError(Exception):
+    """Stands in for torch.cuda.OutOfMemoryError, which needs a GPU to happen."""
+
+
+class Flaky:
+    """Raises ``failures`` OOMs, then returns "image"; counts calls and frees."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.frees = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise FakeOOMError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "image"
+
+    def free(self) -> None:
+        self.frees += 1
+
+
+def test_no_oom_runs_once_and_frees_nothing() -> None:
+    flaky = Flaky(0)
+    assert run_with_oom_retry(flaky, flaky.free, oom=FakeOOMError) == "image"
+    assert (flaky.calls, flaky.frees) == (1, 0)
+
+
+def test_one_oom_frees_memory_and_retries() -> None:
+    flaky = Flaky(1)
+    assert run_with_oom_retry(flaky, flaky.free, oom=FakeOOMError) == "image"
+    assert (flaky.calls, flaky.frees) == (2, 1)
+
+
+def test_two_ooms_give_a_generation_error_saying_what_to_change() -> None:
+    flaky = Flaky(2)
+    with pytest.raises(GenerationError, match="out of GPU memory twice") as caught:
+        run_with_oom_retry(flaky, flaky.free, oom=FakeOOMError)
+    assert "attention_slicing" in str(caught.value)
+    assert isinstance(caught.value.__cause__, FakeOOMError)
+    assert (flaky.calls, flaky.frees) == (2, 1)
+
+
+def test_other_errors_become_generation_errors_without_retry() -> None:
+    calls = []
+
+    def broken() -> str:
+        calls.append(1)
+        raise ValueError("height must be divisible by 8")
+
+    with pytest.raises(GenerationError, match="height must be divisible by 8"):
+        run_with_oom_retry(broken, lambda: None, oom=FakeOOMError)
+    assert len(calls) == 1
+
+
+def test_default_oom_type_is_torch_cuda_out_of_memory() -> None:
+    """Without a GPU the real type can still be raised: it is an ordinary exception class."""
+    flaky_calls = []
+
+    def once() -> str:
+        flaky_calls.append(1)
+        if len(flaky_calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return "image"
+
+    assert run_with_oom_retry(once, lambda: None) == "image"
+    assert len(flaky_calls) == 2
