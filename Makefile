@@ -14,12 +14,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_run := libportaudio2 xdg-utils
 APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon
 
-.PHONY: run test lint typecheck pytest models bench apt-run apt-test clean
+.PHONY: run test lint typecheck pytest models test-models bench bench-gpu apt-run apt-test clean
 
 run: apt-run $(STAMP) models
 	$(BIN)/speech2image run
 
-test: apt-test $(STAMP) models lint typecheck pytest
+# The tests need only the wake-word models from the network; speech, moderation and
+# test image models come from installed packages or are built by the tests.
+test: apt-test $(STAMP) test-models lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,8 +36,15 @@ pytest: $(STAMP)
 models: $(STAMP)
 	$(BIN)/speech2image models pull
 
-bench: apt-test $(STAMP) models
+test-models: $(STAMP)
+	$(BIN)/speech2image models pull wake
+
+bench: apt-test $(STAMP) test-models
 	$(BIN)/python -m bench
+
+# On a machine with an NVIDIA GPU, after `models pull` has fetched stabilityai/sd-turbo.
+bench-gpu: $(STAMP) models
+	$(BIN)/python -m bench.gpu
 
 # torch is pinned to the release we test: on a machine whose pip finds a local CPU
 # build of it (a +cpu wheel) that one is taken; elsewhere PyPI's build with CUDA.

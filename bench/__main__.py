@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import listening, moderation, speech
+from bench import images, listening, moderation, speech
 from speech2image import __version__
 
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -190,6 +190,35 @@ def sweep_section(quick: bool) -> str:
     return "\n".join(lines)
 
 
+def images_section(quick: bool) -> str:
+    overhead = images.pipeline_overhead(3 if quick else 6)
+    drops = images.dropped_frames_during_generation(steps=10 if quick else 100)
+    return "\n".join(
+        [
+            "## Image pipeline on this machine",
+            "",
+            "The tiny random Stable Diffusion pipeline the tests use, on the CPU. What is",
+            "measured is the daemon around the model, not the model.",
+            "",
+            "Overhead: from the `utterance` event to the PNG on disk, minus the time inside",
+            "faster-whisper and inside the diffusers call (so: hand-offs, moderation, PNG",
+            "encoding, fsync, rename). Goal <= 50 ms.",
+            "",
+            "| requests | median | worst |",
+            "|---|---|---|",
+            f"| {overhead.requests} | {overhead.median_ms:.1f} ms | {overhead.worst_ms:.1f} ms |",
+            "",
+            "Dropped audio frames while images are generated: the daemon listening to a",
+            "PulseAudio virtual microphone through sounddevice while the tiny model draws",
+            "512x512 images (both cores busy). Goal: 0.",
+            "",
+            "| seconds per image | images | frames heard | frames dropped |",
+            "|---|---|---|---|",
+            f"| {drops.generation_s:.1f} s | {drops.images} | {drops.frames} | {drops.dropped} |",
+        ]
+    )
+
+
 SECTIONS: dict[str, Callable[[bool], str]] = {
     "cost": cost_section,
     "accuracy": accuracy_section,
@@ -197,6 +226,7 @@ SECTIONS: dict[str, Callable[[bool], str]] = {
     "latency": latency_section,
     "speech": speech_section,
     "moderation": moderation_section,
+    "images": images_section,
 }
 
 

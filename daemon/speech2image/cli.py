@@ -18,6 +18,7 @@ log = logging.getLogger("speech2image")
 
 EX_FAILURE = 1
 EX_NOINPUT = 66
+MODEL_KINDS = ("wake", "speech", "image")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     pull = models_sub.add_parser(
         "pull", parents=[config_flag], help="download the configured models (needs network)"
     )
+    pull.add_argument(
+        "kinds",
+        nargs="*",
+        type=_model_kind,
+        metavar="KIND",
+        help=f"only these: {', '.join(MODEL_KINDS)} (default: all)",
+    )
     pull.set_defaults(command=cmd_models_pull)
 
     config = sub.add_parser("config", parents=[config_flag], help="print the effective config")
@@ -100,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.set_defaults(command=cmd_generate)
     return parser
+
+
+def _model_kind(text: str) -> str:
+    if text not in MODEL_KINDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(MODEL_KINDS)}")
+    return text
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -190,14 +204,18 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     from .transcribe import pull_speech_model
 
     config = load_config(args.config)
+    kinds = set(args.kinds or MODEL_KINDS)
 
     def say(text: str) -> None:
         print(text, flush=True)
 
     try:
-        pull_wake_models(wake_model_dir(config.wake), say)
-        pull_speech_model(config.speech, say)
-        pull_image_model(config.image, say)
+        if "wake" in kinds:
+            pull_wake_models(wake_model_dir(config.wake), say)
+        if "speech" in kinds:
+            pull_speech_model(config.speech, say)
+        if "image" in kinds:
+            pull_image_model(config.image, say)
     except ModelError as exc:
         return _fail(str(exc), EX_FAILURE)
     return 0
