@@ -46,7 +46,14 @@ class AudioSource(Protocol):
     def close(self) -> None: ...
 
     @property
-    def dropped_frames(self) -> int: ...
+    def dropped_frames(self) -> int:
+        """Frames lost because listening fell behind (the capture queue was full)."""
+        ...
+
+    @property
+    def overflows(self) -> int:
+        """Times the audio driver reported lost input before we saw it."""
+        ...
 
 
 class FrameAssembler:
@@ -112,6 +119,10 @@ class FileSource:
 
     @property
     def dropped_frames(self) -> int:
+        return 0
+
+    @property
+    def overflows(self) -> int:
         return 0
 
     def frames(self) -> Iterator[Frame]:

@@ -12,7 +12,8 @@ from contextlib import ExitStack
 from typing import IO
 
 from . import __version__
-from .config import EX_CONFIG, ConfigError, load_config
+from .config import EX_CONFIG, load_config
+from .configcheck import ConfigError
 
 log = logging.getLogger("speech2image")
 

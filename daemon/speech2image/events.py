@@ -136,6 +136,7 @@ class Stopped(Event):
     type: ClassVar[str] = "stopped"
     frames: int
     dropped_frames: int
+    overflows: int = 0
 
 
 class EventSink(Protocol):

@@ -147,7 +147,11 @@ class Daemon:
         self._images.close(drain=finish, timeout=None if finish else STOP_GRACE_SECONDS / 2)
         self.sink.emit(
             Stopped(
-                id=None, t=self.now(), frames=self._frames, dropped_frames=source.dropped_frames
+                id=None,
+                t=self.now(),
+                frames=self._frames,
+                dropped_frames=source.dropped_frames,
+                overflows=source.overflows,
             )
         )
         if self._failure is not None:
@@ -190,29 +194,30 @@ class Daemon:
             self.sink.emit(Rejected(id=id_, t=self.now(), reason="busy", detail=why))
 
     def _events(self, source: AudioSource) -> Iterator[Event]:
-        dropped = 0
+        lost = (0, 0)
         for frame in source.frames():
             self._frames += 1
             event = self.listener.process(frame)
             if event is not None:
                 yield event
-            if source.dropped_frames != dropped:
-                yield self._dropped_report(source.dropped_frames - dropped, source.dropped_frames)
-                dropped = source.dropped_frames
+            if (source.dropped_frames, source.overflows) != lost:
+                yield self._lost_audio_report(lost, source)
+                lost = (source.dropped_frames, source.overflows)
             if self._stop.is_set():
                 return
         final = self.listener.finish()
         if final is not None:
             yield final
 
-    def _dropped_report(self, new: int, total: int) -> Event:
-        log.warning("listening fell behind: %d audio frames dropped (%d in total)", new, total)
-        return Error(
-            id=None,
-            t=self.now(),
-            stage="audio",
-            message=f"dropped {new} audio frames ({total} in total): listening fell behind",
-        )
+    def _lost_audio_report(self, before: tuple[int, int], source: AudioSource) -> Event:
+        dropped, overflows = source.dropped_frames - before[0], source.overflows - before[1]
+        if dropped:
+            total = source.dropped_frames
+            what = f"dropped {dropped} audio frames ({total} in total): listening fell behind"
+        else:
+            what = f"the audio driver lost input {overflows} time(s) ({source.overflows} in total)"
+        log.warning("%s", what)
+        return Error(id=None, t=self.now(), stage="audio", message=what)
 
     def report_source_error(self, message: str) -> None:
         self.sink.emit(Error(id=None, t=self.now(), stage="audio", message=message))

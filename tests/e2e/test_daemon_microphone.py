@@ -70,6 +70,7 @@ def test_microphone_gives_the_same_events_as_the_file(
     assert len(daemon.of("wake")) == 1
     assert daemon.events[-1]["type"] == "stopped"
     assert daemon.events[-1]["dropped_frames"] == 0
+    assert daemon.events[-1]["overflows"] == 0
 
 
 def test_microphone_that_disappears_is_reopened(
