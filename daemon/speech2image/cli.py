@@ -6,10 +6,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import IO
+from typing import IO, NoReturn
 
 from . import __version__
 from .config import EX_CONFIG, load_config
@@ -152,7 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             except AudioError as exc:
                 return _fail(str(exc), EX_FAILURE)
-        return daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
+        code = daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
+        if daemon.abandoned:
+            _exit_now(code)
+        return code
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -172,6 +176,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return EX_FAILURE
     print(path)
     return 0
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave while a worker thread is still inside torch: normal interpreter shutdown
+    would tear down under it and abort. Files are already safe (atomic gallery)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _open_events(target: str, stack: ExitStack) -> IO[str]:

@@ -114,6 +114,7 @@ class Daemon:
         self._stop = threading.Event()
         self._frames = 0
         self._failure: BaseException | None = None
+        self.abandoned = False  # a worker was still busy when the daemon had to stop
 
     def now(self) -> float:
         return self.listener.now
@@ -143,8 +144,11 @@ class Daemon:
         while listening.is_alive():
             listening.join(timeout=0.5)
         finish = not self._stop.is_set()  # input ended: finish every request; signal: abandon
-        self._speech.close(drain=finish, timeout=None if finish else STOP_GRACE_SECONDS / 2)
-        self._images.close(drain=finish, timeout=None if finish else STOP_GRACE_SECONDS / 2)
+        grace = None if finish else STOP_GRACE_SECONDS / 2
+        done = [
+            worker.close(drain=finish, timeout=grace) for worker in (self._speech, self._images)
+        ]
+        self.abandoned = not all(done)
         self.sink.emit(
             Stopped(
                 id=None,

@@ -38,8 +38,12 @@ class Worker(Generic[T]):
             return False
         return True
 
-    def close(self, drain: bool, timeout: float | None = None) -> None:
-        """Stop after the queued items (``drain``) or after the one in hand."""
+    def close(self, drain: bool, timeout: float | None = None) -> bool:
+        """Stop after the queued items (``drain``) or after the one in hand.
+
+        False when the item in hand did not finish within ``timeout``: the thread is
+        still inside it, and the process must leave without waiting for it.
+        """
         if not drain:
             self._abandon.set()
             self._discard_queued()
@@ -47,6 +51,8 @@ class Worker(Generic[T]):
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("%s worker still busy after %.0f s; abandoning it", self.name, timeout)
+            return False
+        return True
 
     def _discard_queued(self) -> None:
         while True:

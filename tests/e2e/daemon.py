@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -19,12 +20,13 @@ class DaemonProcess:
     """`speech2image run ... --events -`, with events collected by a reader thread."""
 
     def __init__(self, args: Sequence[str], env: Mapping[str, str]) -> None:
+        """``env`` is added to this process's environment (empty: inherit it as is)."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "speech2image.cli", "run", *args, "--events", "-"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=dict(env),
+            env={**os.environ, **env},
         )
         self.events: list[Event] = []
         self._queue: queue.Queue[Event | None] = queue.Queue()

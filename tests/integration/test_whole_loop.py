@@ -161,3 +161,33 @@ def test_full_disk_is_an_error_and_the_daemon_keeps_listening(
     assert [e["reason"] for e in result.of("rejected")] == ["error", "error"]
     assert result.of("image") == []
     assert pngs(full_disk) == []
+
+
+def test_sigterm_during_a_long_generation_exits_cleanly(
+    tmp_path: Path, config_file: ConfigFile, gallery: Path
+) -> None:
+    """systemd's stop: exit 0 well within its 10 s, with no partial PNG left behind."""
+    import signal
+    import time
+
+    from tests.e2e.daemon import DaemonProcess
+
+    config = config_file(
+        f'[image]\nwidth = 512\nheight = 512\nsteps = 150\n[gallery]\ndir = "{gallery}"\n'
+    )
+    wav = write_wav(
+        tmp_path / "in.wav",
+        concat(silence(0.5), data_audio("espeak/hey_jarvis_benign_en+f3.wav"), silence(30.0)),
+    )
+    daemon = DaemonProcess(["--config", str(config), "--input", str(wav), "--realtime"], {})
+    daemon.wait_for("accepted", timeout=120)
+    time.sleep(0.5)  # the image worker is now inside the diffusion loop
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    code = daemon.terminate(timeout=10)
+    assert code == 0, daemon.stderr
+    assert time.monotonic() - started < 10
+    assert daemon.events[-1]["type"] == "stopped"
+    for png in pngs(gallery):  # finished in time, or not there at all: never partial
+        with Image.open(png) as picture:
+            picture.load()
