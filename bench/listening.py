@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench import corpus
-from speech2image.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, read_audio
+from speech2image.audio import FRAME_SECONDS, SAMPLE_RATE, read_audio
 from speech2image.config import Config, WakeConfig
 from speech2image.events import Rejected, Utterance, Wake
 from speech2image.listen import Listener
@@ -29,8 +29,7 @@ Audio = npt.NDArray[np.int16]
 
 
 def frames_of(audio: Audio) -> list[Audio]:
-    usable = len(audio) - len(audio) % FRAME_SAMPLES
-    return [audio[i : i + FRAME_SAMPLES] for i in range(0, usable, FRAME_SAMPLES)]
+    return list(corpus.frames([audio]))
 
 
 def listener_for(models: Sequence[str], **wake: object) -> Listener:

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .audio import FRAME_SECONDS
+from .audio import FRAME_SECONDS, SAMPLE_RATE
 from .config import ListenConfig
 from .events import Event, Rejected, Utterance, Wake, new_utterance_id
 from .vad import VoiceActivity, is_speech
@@ -268,12 +268,12 @@ class Listener:
         reason: Literal["silence", "max_length"] = (
             "max_length" if decision is Decision.END_MAX_LENGTH else "silence"
         )
-        log.info("utterance of %.2f s (%s)", len(audio) / 16000, reason)
+        log.info("utterance of %.2f s (%s)", len(audio) / SAMPLE_RATE, reason)
         return Utterance(
             id=capture.id,
             t=self.now,
             start_s=start_s,
-            duration_s=len(audio) / 16000,
+            duration_s=len(audio) / SAMPLE_RATE,
             reason=reason,
             audio=audio,
         )

@@ -242,49 +242,28 @@ def generate_once(
     Returns the image path, or None when the prompt was rejected or a stage failed
     (the events say which).
     """
-    from .events import Accepted, ImageWritten
+    from .events import Accepted
     from .generate import Generator
     from .moderate import build_moderator
     from .notify import DesktopNotifier
 
     notifier = DesktopNotifier(config.notify) if config.notify.enabled else None
     out: EventSink = sink if notifier is None else FanOut(sink, notifier)
-    written: list[ImageWritten] = []
-
-    class Recorder:
-        def emit(self, event: Event) -> None:
-            out.emit(event)
-            if isinstance(event, ImageWritten):
-                written.append(event)
-
     try:
         verdict = build_moderator(config.moderation, config.source).check(prompt)
         if not verdict.allowed:
+            flagged = tuple(verdict.flagged)
             out.emit(
                 Rejected(id="cli", t=0.0, reason="toxic", detail=f"flagged by {verdict.backend}",
-                         flagged=tuple(verdict.flagged), scores=verdict.scores)
+                         flagged=flagged, scores=verdict.scores)
             )  # fmt: skip
             return None
         out.emit(Accepted(id="cli", t=0.0, text=prompt, scores=verdict.scores))
         writer = GalleryWriter(Path(config.gallery.dir))
         writer.prepare()
-        generator = Generator(config.image, config.source)
-        fixed = _FixedSeed(generator, seed) if seed is not None else generator
-        ImageHandler(fixed, writer, Recorder(), lambda: 0.0)(
-            ImageRequest("cli", prompt, sidecar={"moderation": {"scores": verdict.scores}})
-        )
+        draw = ImageHandler(Generator(config.image, config.source), writer, out, lambda: 0.0)
+        sidecar = {"moderation": {"backend": verdict.backend, "scores": verdict.scores}}
+        return draw(ImageRequest("cli", prompt, seed=seed, sidecar=sidecar))
     finally:
         if notifier is not None:
             notifier.close()
-    return Path(written[0].path) if written else None
-
-
-class _FixedSeed:
-    """A generator whose seed comes from the command line, not from [image] seed."""
-
-    def __init__(self, generator: ImageSource, seed: int) -> None:
-        self._generator = generator
-        self._seed = seed
-
-    def generate(self, prompt: str, seed: int | None = None) -> Any:
-        return self._generator.generate(prompt, self._seed if seed is None else seed)

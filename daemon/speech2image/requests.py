@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Config
@@ -31,6 +32,7 @@ class ImageRequest:
 
     id: str
     prompt: str
+    seed: int | None = None  # None: [image] seed decides
     received: float = field(default_factory=time.monotonic)  # when it was handed on
     sidecar: dict[str, Any] = field(default_factory=dict)
 
@@ -131,12 +133,13 @@ class ImageHandler:
         self._sink = sink
         self._clock = clock
 
-    def __call__(self, request: ImageRequest) -> None:
+    def __call__(self, request: ImageRequest) -> Path | None:
+        """The PNG's path, or None when there is none (the events say why)."""
         try:
-            made = self._generator.generate(request.prompt)
+            made = self._generator.generate(request.prompt, request.seed)
         except Exception as exc:  # GenerationError, or anything torch raises
             report_failure(self._sink, self._clock(), request.id, "image", str(exc))
-            return
+            return None
         timings = {**request.sidecar.get("timings", {}), "generate_s": round(made.seconds, 3)}
         sidecar = {**request.sidecar, "device": made.device, "dtype": made.dtype}
         record = ImageRecord(
@@ -156,7 +159,7 @@ class ImageHandler:
             path = self._writer.write(record)
         except GalleryError as exc:
             report_failure(self._sink, self._clock(), request.id, "gallery", str(exc))
-            return
+            return None
         log.info("request to image: %.2f s", time.monotonic() - request.received)
         self._sink.emit(
             ImageWritten(
@@ -169,3 +172,4 @@ class ImageHandler:
                 seconds=made.seconds,
             )
         )
+        return path

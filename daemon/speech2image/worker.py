@@ -20,7 +20,7 @@ _STOP = object()
 
 
 class Worker(Generic[T]):
-    def __init__(self, name: str, handle: Callable[[T], None], depth: int) -> None:
+    def __init__(self, name: str, handle: Callable[[T], object], depth: int) -> None:
         self.name = name
         self._handle = handle
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
