@@ -182,11 +182,9 @@ def test_sigterm_during_a_long_generation_exits_cleanly(
     daemon = DaemonProcess(["--config", str(config), "--input", str(wav), "--realtime"], {})
     daemon.wait_for("accepted", timeout=120)
     time.sleep(0.5)  # the image worker is now inside the diffusion loop
-    started = time.monotonic()
     daemon.process.send_signal(signal.SIGTERM)
-    code = daemon.terminate(timeout=10)
+    code = daemon.terminate(timeout=10)  # systemd's stop timeout; raises if it hangs
     assert code == 0, daemon.stderr
-    assert time.monotonic() - started < 10
     assert daemon.events[-1]["type"] == "stopped"
     for png in pngs(gallery):  # finished in time, or not there at all: never partial
         with Image.open(png) as picture:

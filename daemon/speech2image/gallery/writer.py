@@ -124,7 +124,9 @@ class GalleryWriter:
                 raise
         except OSError as exc:
             raise GalleryError(_explain(exc, self.root)) from exc
-        log.info("image written: %s", path)
+        # The file name holds the prompt, which is private: the full path only at DEBUG.
+        log.info("image written to %s (%d KB)", path.parent, len(png) // 1024)
+        log.debug("image path: %s", path)
         return path
 
     def _publish(self, data: bytes, when: dt.datetime, record: ImageRecord) -> Path:
