@@ -124,7 +124,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .audio import AudioError, AudioSource, FileSource, MicSource
+    from .audio import AudioError, AudioSource, FileSource, MicSource, resolve_input
     from .events import JsonLinesSink, LogSink
     from .gallery.writer import GalleryError
     from .models import ModelError
@@ -132,11 +132,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     source: AudioSource | None = None
-    if args.input:  # a wrong file name should not wait for every model to load
-        try:
+    try:  # a wrong file or device name should not wait for every model to load
+        if args.input:
             source = FileSource(args.input, realtime=args.realtime)
-        except AudioError as exc:
-            return _fail(str(exc), EX_NOINPUT)
+        else:
+            resolve_input(config.audio)
+    except AudioError as exc:
+        return _fail(str(exc), EX_NOINPUT if args.input else EX_FAILURE)
     with ExitStack() as stack:
         sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
         try:
