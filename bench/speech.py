@@ -17,9 +17,12 @@ import numpy as np
 
 from bench.corpus import TEST_DATA
 from speech2image.audio import SAMPLE_RATE, read_audio
-from speech2image.config import Config
+from speech2image.config import Config, SpeechConfig
 from speech2image.events import Event, Transcript, Utterance
-from speech2image.pipeline import Daemon
+from speech2image.moderate import build_moderator
+from speech2image.requests import SpeechHandler
+from speech2image.transcribe import WhisperTranscriber
+from speech2image.worker import Worker
 
 JFK_SPEECH_START = 0.32
 
@@ -45,41 +48,55 @@ class SpeechRow:
 def transcription_latency(
     lengths: tuple[float, ...] = (2.0, 5.0, 10.0), repeats: int = 7
 ) -> list[SpeechRow]:
+    """The daemon's speech worker (queue, handler, guard, moderation) vs the bare model."""
     jfk = read_audio(TEST_DATA / "jfk.flac")
+    config = Config()
+    transcriber = WhisperTranscriber(config.speech, "bench")
+    transcriber.warm_up()
     watch = Stopwatch()
-    daemon = Daemon(Config(), watch)
-    daemon._speech.start()  # the worker thread the daemon hands utterances to
-    model = daemon.transcriber._model  # type: ignore[attr-defined]
-    config = daemon.config.speech
+    handler = SpeechHandler(
+        config,
+        transcriber,
+        build_moderator(config.moderation, "bench"),
+        watch,
+        clock=lambda: 0.0,
+        forward=lambda _request: None,
+    )
+    worker: Worker[Utterance] = Worker("speech", lambda u: handler(u, {}), depth=4)
+    worker.start()
     rows = []
     for seconds in lengths:
         start = int(JFK_SPEECH_START * SAMPLE_RATE)
         audio = jfk[start : start + int(seconds * SAMPLE_RATE)]
-        samples = audio.astype(np.float32) / 32768.0
         direct, pipeline = [], []
         for _ in range(repeats):
-            began = time.perf_counter()
-            segments, _info = model.transcribe(
-                samples,
-                language=config.language,
-                beam_size=config.beam_size,
-                temperature=0.0,
-                condition_on_previous_text=False,
-                initial_prompt=config.initial_prompt or None,
-                without_timestamps=True,
-                vad_filter=False,
-            )
-            list(segments)
-            direct.append(time.perf_counter() - began)
-
+            direct.append(_direct(transcriber, config.speech, audio))
             watch.arrived.clear()
             utterance = Utterance(
                 id="bench", t=0.0, start_s=0.0, duration_s=seconds, reason="silence", audio=audio
             )
             began = time.perf_counter()
-            daemon._speech.submit(utterance, wait=True)
+            worker.submit(utterance, wait=True)
             watch.arrived.wait(timeout=60)
             pipeline.append(time.perf_counter() - began)
         rows.append(SpeechRow(seconds, statistics.median(pipeline), statistics.median(direct)))
-    daemon._speech.close(drain=True, timeout=10)
+    worker.close(drain=True, timeout=10)
     return rows
+
+
+def _direct(transcriber: WhisperTranscriber, config: SpeechConfig, audio: np.ndarray) -> float:
+    """faster-whisper's own call with the daemon's settings: the baseline."""
+    samples = audio.astype(np.float32) / 32768.0
+    began = time.perf_counter()
+    segments, _info = transcriber.model.transcribe(
+        samples,
+        language=config.language,
+        beam_size=config.beam_size,
+        temperature=0.0,
+        condition_on_previous_text=False,
+        initial_prompt=config.initial_prompt or None,
+        without_timestamps=True,
+        vad_filter=False,
+    )
+    list(segments)
+    return time.perf_counter() - began

@@ -186,7 +186,7 @@ class WhisperTranscriber:
         self.device, self.compute_type = pick_device(config)
         threads = config.cpu_threads or min(4, os.cpu_count() or 1)
         started = time.monotonic()
-        self._model: Any = WhisperModel(
+        self.model: Any = WhisperModel(
             path, device=self.device, compute_type=self.compute_type, cpu_threads=threads
         )
         log.info(
@@ -204,7 +204,7 @@ class WhisperTranscriber:
     def transcribe(self, audio: npt.NDArray[np.int16]) -> Transcription:
         started = time.monotonic()
         samples = audio.astype(np.float32) / 32768.0
-        segments, info = self._model.transcribe(
+        segments, info = self.model.transcribe(
             samples,
             language=self.config.language or None,
             beam_size=self.config.beam_size,
