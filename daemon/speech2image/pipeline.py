@@ -24,7 +24,7 @@ from .events import Error, Event, EventSink, FanOut, Listening, Rejected, Stoppe
 from .gallery.writer import GalleryWriter
 from .listen import Listener
 from .models import resolve_wake_models
-from .requests import ImageHandler, ImageRequest, ImageSource, SpeechHandler
+from .requests import ImageHandler, ImageRequest, ImageSource, SpeechHandler, verdict_event
 from .transcribe import Transcriber
 from .vad import SileroVad
 from .verdict import Moderator
@@ -242,7 +242,6 @@ def generate_once(
     Returns the image path, or None when the prompt was rejected or a stage failed
     (the events say which).
     """
-    from .events import Accepted
     from .generate import Generator
     from .moderate import build_moderator
     from .notify import DesktopNotifier
@@ -251,14 +250,9 @@ def generate_once(
     out: EventSink = sink if notifier is None else FanOut(sink, notifier)
     try:
         verdict = build_moderator(config.moderation, config.source).check(prompt)
+        out.emit(verdict_event("cli", 0.0, prompt, verdict))
         if not verdict.allowed:
-            flagged = tuple(verdict.flagged)
-            out.emit(
-                Rejected(id="cli", t=0.0, reason="toxic", detail=f"flagged by {verdict.backend}",
-                         flagged=flagged, scores=verdict.scores)
-            )  # fmt: skip
             return None
-        out.emit(Accepted(id="cli", t=0.0, text=prompt, scores=verdict.scores))
         writer = GalleryWriter(Path(config.gallery.dir))
         writer.prepare()
         draw = ImageHandler(Generator(config.image, config.source), writer, out, lambda: 0.0)

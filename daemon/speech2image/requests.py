@@ -19,7 +19,7 @@ from .config import Config
 from .events import Accepted, Error, EventSink, ImageWritten, Rejected, Transcript, Utterance
 from .gallery.writer import GalleryError, GalleryWriter, ImageRecord
 from .transcribe import Transcriber, hallucination
-from .verdict import Moderator
+from .verdict import Moderator, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ def report_failure(sink: EventSink, now: float, id_: str | None, stage: str, err
     log.error("%s failed: %s", stage, error)
     sink.emit(Error(id=id_, t=now, stage=stage, message=error))
     sink.emit(Rejected(id=id_, t=now, reason="error", detail=f"{stage}: {error}"))
+
+
+def verdict_event(id_: str | None, now: float, text: str, verdict: Verdict) -> Accepted | Rejected:
+    """The moderation verdict as the event the stream carries: accepted or rejected: toxic."""
+    if verdict.allowed:
+        log.info("request accepted")
+        return Accepted(id=id_, t=now, text=text, scores=verdict.scores)
+    log.info("request rejected by %s: %s", verdict.backend, ", ".join(verdict.flagged))
+    return Rejected(
+        id=id_,
+        t=now,
+        reason="toxic",
+        detail=f"flagged by {verdict.backend}",
+        flagged=tuple(verdict.flagged),
+        scores=verdict.scores,
+    )
 
 
 class SpeechHandler:
@@ -94,23 +110,9 @@ class SpeechHandler:
         except Exception as exc:
             report_failure(self._sink, self._clock(), utterance.id, "moderation", str(exc))
             return
+        self._sink.emit(verdict_event(utterance.id, self._clock(), heard.text, verdict))
         if not verdict.allowed:
-            log.info("request rejected by %s: %s", verdict.backend, ", ".join(verdict.flagged))
-            self._sink.emit(
-                Rejected(
-                    id=utterance.id,
-                    t=self._clock(),
-                    reason="toxic",
-                    detail=f"flagged by {verdict.backend}",
-                    flagged=tuple(verdict.flagged),
-                    scores=verdict.scores,
-                )
-            )
             return
-        log.info("request accepted")
-        self._sink.emit(
-            Accepted(id=utterance.id, t=self._clock(), text=heard.text, scores=verdict.scores)
-        )
         sidecar = {
             "id": utterance.id,
             "transcript": heard.text,
