@@ -62,15 +62,24 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # apt-get only for packages that are missing, so a set-up machine skips it in milliseconds.
-apt-%:
-	@missing=""; for pkg in $(APT_$*); do \
-	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+# Explicit targets, not a pattern rule: GNU make never applies a pattern rule to a
+# target listed in .PHONY, and the recipe would silently do nothing.
+apt-run:
+	@$(call apt_install,$(APT_run))
+
+apt-test:
+	@$(call apt_install,$(APT_test))
+
+define apt_install
+missing=""; for pkg in $(1); do \
+  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "installing system packages:$$missing"; \
+  $(SUDO) apt-get update -qq && \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
