@@ -29,7 +29,7 @@ from tests.support import write_wav
 def time_images(image: ImageConfig, repeats: int) -> float:
     import torch
 
-    from speech2image.generate import Generator
+    from speech2image.images.generate import Generator
 
     generator = Generator(image, "bench-gpu")
     generator.warm_up()
@@ -46,8 +46,8 @@ def time_images(image: ImageConfig, repeats: int) -> float:
 
 def end_of_speech_to_png(repeats: int) -> float:
     """Utterance handed on -> PNG on disk, through the daemon's own stages."""
-    from speech2image.audio import FileSource
-    from speech2image.pipeline import Daemon
+    from speech2image.daemon import Daemon
+    from speech2image.listening.audio import FileSource
 
     with tempfile.TemporaryDirectory() as tmp:
         config = replace(Config(), gallery=replace(Config().gallery, dir=tmp))

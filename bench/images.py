@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.corpus import TEST_DATA
-from speech2image.audio import FileSource, read_audio
 from speech2image.config import parse_config
+from speech2image.daemon import Daemon
 from speech2image.events import Event, ImageWritten, Transcript
-from speech2image.pipeline import Daemon
+from speech2image.listening.audio import FileSource, read_audio
 from tests.e2e.daemon import DaemonProcess
 from tests.e2e.pulse import PulseServer, VirtualMic
 from tests.support import silence, write_wav

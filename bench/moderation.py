@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speech2image.config import ModerationConfig
-from speech2image.moderate import build_moderator
-from speech2image.verdict import Moderator
+from speech2image.moderation.combined import build_moderator
+from speech2image.moderation.verdict import Moderator
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "moderation"
 

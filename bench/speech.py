@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.corpus import TEST_DATA
-from speech2image.audio import SAMPLE_RATE, read_audio
 from speech2image.config import Config, SpeechConfig
-from speech2image.events import Event, Transcript, Utterance
-from speech2image.moderate import build_moderator
-from speech2image.requests import SpeechHandler
-from speech2image.transcribe import WhisperTranscriber
+from speech2image.events import Event, Transcript
+from speech2image.ledger import Ledger
+from speech2image.listening.audio import read_audio
+from speech2image.moderation.combined import build_moderator
+from speech2image.pcm import SAMPLE_RATE
+from speech2image.request import Request
+from speech2image.speech.transcribe import WhisperTranscriber
+from speech2image.steps import Heard, Understand
 from speech2image.worker import Worker
 
 JFK_SPEECH_START = 0.32
@@ -54,15 +57,16 @@ def transcription_latency(
     transcriber = WhisperTranscriber(config.speech, "bench")
     transcriber.warm_up()
     watch = Stopwatch()
-    handler = SpeechHandler(
-        config,
+    ledger = Ledger(watch, clock=lambda: 0.0)
+    handler = Understand(
+        config.speech,
         transcriber,
         build_moderator(config.moderation, "bench"),
-        watch,
+        ledger,
         clock=lambda: 0.0,
         forward=lambda _request: None,
     )
-    worker: Worker[Utterance] = Worker("speech", lambda u: handler(u, {}), depth=4)
+    worker: Worker[Heard] = Worker("speech", handler, 4, lambda _h, exc: print(exc))
     worker.start()
     rows = []
     for seconds in lengths:
@@ -72,15 +76,15 @@ def transcription_latency(
         for _ in range(repeats):
             direct.append(_direct(transcriber, config.speech, audio))
             watch.arrived.clear()
-            utterance = Utterance(
-                id="bench", t=0.0, start_s=0.0, duration_s=seconds, reason="silence", audio=audio
-            )
+            request = Request.start("file").with_utterance(0.0, seconds, "silence")
+            ledger.open(request)
             began = time.perf_counter()
-            worker.submit(utterance, wait=True)
+            worker.submit(Heard(request, audio), wait=True)
             watch.arrived.wait(timeout=60)
             pipeline.append(time.perf_counter() - began)
         rows.append(SpeechRow(seconds, statistics.median(pipeline), statistics.median(direct)))
-    worker.close(drain=True, timeout=10)
+    worker.close()
+    worker.join(10)
     return rows
 
 

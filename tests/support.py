@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
-from speech2image.audio import SAMPLE_RATE, read_audio
+from speech2image.listening.audio import read_audio
+from speech2image.pcm import SAMPLE_RATE
+from speech2image.request import ImagePart, Request
 
 DATA = Path(__file__).parent / "data"
 Audio = npt.NDArray[np.int16]
@@ -37,6 +40,21 @@ def noise(seconds: float, level: float = 0.05, seed: int = 0) -> Audio:
     pink = np.convolve(white, np.exp(-np.arange(64) / 8.0), mode="same")
     pink *= level / np.sqrt(np.mean(pink**2))
     return (np.clip(pink, -1, 1) * 32767).astype(np.int16)
+
+
+def breathing(seconds: float) -> np.ndarray:
+    """Slow swells of low-passed noise, like breathing into a microphone."""
+    base = noise(seconds, level=0.02, seed=9).astype(np.float64)
+    t = np.arange(len(base)) / SAMPLE_RATE
+    envelope = np.clip(np.sin(2 * np.pi * 0.4 * t), 0, None) ** 2
+    return (base * envelope).astype(np.int16)
+
+
+def cough() -> np.ndarray:
+    """Two short broadband bursts with a fast attack and decay."""
+    burst = noise(0.25, level=0.4, seed=4).astype(np.float64)
+    burst *= np.exp(-np.arange(len(burst)) / (0.05 * SAMPLE_RATE))
+    return concat(burst.astype(np.int16), silence(0.15), (burst * 0.6).astype(np.int16))
 
 
 def concat(*parts: Audio) -> Audio:
@@ -96,3 +114,24 @@ LISTENING_EVENTS = ("listening", "wake", "utterance", "stopped")
 def listening_types(run: Run) -> list[str]:
     """The event types the listening stage emits, in order (later stages filtered out)."""
     return [e["type"] for e in run.events if e["type"] in LISTENING_EVENTS]
+
+
+def drawn_request(
+    prompt: str,
+    seed: int,
+    size: int,
+    *,
+    steps: int = 1,
+    sampler: str = "EulerDiscreteScheduler",
+    model: str = "test",
+    negative_prompt: str = "",
+    transcript: str | None = None,
+) -> Request:
+    """A request record as it reaches the gallery: prompt, recipe, no pixels."""
+    request = Request.start("command-line", "tests")
+    if transcript is not None:
+        request = request.with_transcript(transcript, "en", 0.1)
+    recipe = ImagePart(
+        seed, steps, 0.0, size, size, sampler, model, negative_prompt, "cpu", "float32"
+    )
+    return dataclasses.replace(request, prompt=prompt).with_image(recipe, 0.1)

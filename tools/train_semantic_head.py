@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from speech2image.semantic import CLASSES, SentenceEmbedder
+from speech2image.moderation.semantic import CLASSES, SentenceEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "moderation"

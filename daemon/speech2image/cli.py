@@ -6,15 +6,15 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import IO, NoReturn
+from typing import IO
 
 from . import __version__
 from .config import EX_CONFIG, load_config
 from .configcheck import ConfigError
+from .shutdown import Shutdown, StopRequested, exit_now
 
 log = logging.getLogger("speech2image")
 
@@ -24,7 +24,11 @@ MODEL_KINDS = ("wake", "speech", "image")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything slow: a SIGTERM or Ctrl-C while models load must stop cleanly too.
+    shutdown = Shutdown()
+    shutdown.install()
     args = build_parser().parse_args(argv)
+    args.shutdown = shutdown
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -35,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except ConfigError as exc:
         return _fail(f"config error: {exc}", EX_CONFIG)
-    except KeyboardInterrupt:
-        return 130
+    except (StopRequested, KeyboardInterrupt):  # a stop is not a failure: no traceback
+        log.info("stopped")
+        return 0
 
 
 def _fail(message: str, status: int) -> int:
@@ -124,11 +129,11 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .audio import AudioError, AudioSource, FileSource, MicSource, resolve_input
+    from .daemon import Daemon
     from .events import JsonLinesSink, LogSink
     from .gallery.writer import GalleryError
-    from .models import ModelError
-    from .pipeline import Daemon
+    from .listening.audio import AudioError, AudioSource, FileSource, MicSource, resolve_input
+    from .model_files import ModelError
 
     config = load_config(args.config)
     source: AudioSource | None = None
@@ -142,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
         try:
-            daemon = Daemon(config, sink)
+            daemon = Daemon(config, sink, shutdown=args.shutdown)
         except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
         stack.callback(daemon.close)
@@ -156,16 +161,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             except AudioError as exc:
                 return _fail(str(exc), EX_FAILURE)
         code = daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
-        if daemon.abandoned:
-            _exit_now(code)
+        if daemon.abandoned:  # a worker is still inside torch: leave without waiting for it
+            daemon.close()
+            exit_now(code)
         return code
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .daemon import generate_once
     from .events import JsonLinesSink, LogSink
     from .gallery.writer import GalleryError
-    from .models import ModelError
-    from .pipeline import generate_once
+    from .model_files import ModelError
 
     config = load_config(args.config)
     with ExitStack() as stack:
@@ -180,15 +186,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exit_now(code: int) -> NoReturn:
-    """Leave while a worker thread is still inside torch: normal interpreter shutdown
-    would tear down under it and abort. Files are already safe (atomic gallery)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def _open_events(target: str, stack: ExitStack) -> IO[str]:
     if target == "-":
         return sys.stdout
@@ -198,7 +195,7 @@ def _open_events(target: str, stack: ExitStack) -> IO[str]:
 def cmd_devices(_args: argparse.Namespace) -> int:
     import sounddevice as sd
 
-    from .audio import input_devices
+    from .listening.audio import input_devices
 
     default = sd.default.device[0]
     devices = input_devices()
@@ -215,9 +212,10 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    from .generate import pull_image_model
-    from .models import ModelError, pull_wake_models, wake_model_dir
-    from .transcribe import pull_speech_model
+    from .images.pull import pull_image_model
+    from .listening.wake_models import pull_wake_models, wake_model_dir
+    from .model_files import ModelError
+    from .speech.transcribe import pull_speech_model
 
     config = load_config(args.config)
     kinds = set(args.kinds or MODEL_KINDS)
@@ -238,9 +236,10 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .audio import AudioError, read_audio
-    from .models import ModelError
-    from .transcribe import WhisperTranscriber, hallucination, transcribe_segments
+    from .listening.audio import AudioError, read_audio
+    from .model_files import ModelError
+    from .speech.guard import hallucination
+    from .speech.transcribe import WhisperTranscriber, transcribe_segments
 
     config = load_config(args.config)
     try:
@@ -267,8 +266,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_check_prompt(args: argparse.Namespace) -> int:
-    from .models import ModelError
-    from .moderate import build_moderator
+    from .model_files import ModelError
+    from .moderation.combined import build_moderator
 
     config = load_config(args.config)
     try:

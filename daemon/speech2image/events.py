@@ -1,9 +1,14 @@
 """Typed events: what every stage reports, one JSON object per line on ``--events``.
 
-Every event carries ``id`` (one per utterance, set at the wake word; ``None`` for
-daemon-wide events) and ``t``: seconds of input audio since the source started,
-a monotonic clock that is also the position in the file for file input.
-Audio never goes into JSON: fields marked ``json=False`` stay in-process.
+Every event carries ``id`` (one per request, set where it starts: the wake word or a
+typed prompt; ``None`` for daemon-wide events) and ``t``: seconds of input audio
+since the source started, a monotonic clock that is also the position in the file
+for file input (0 for requests without audio). Audio never goes into JSON: fields
+marked ``json=False`` stay in-process.
+
+Every request ends in exactly one terminal event, ``image`` or ``rejected``
+(:func:`is_terminal`; the ``ledger`` module enforces it), and a rejection says why
+with one of :data:`REJECT_REASONS`.
 """
 
 from __future__ import annotations
@@ -12,16 +17,11 @@ import dataclasses
 import json
 import logging
 import threading
-import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-
-
-def new_utterance_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +90,15 @@ class ImageWritten(Event):
     seconds: float  # inside the diffusion call
 
 
-RejectReason = Literal["toxic", "empty", "busy", "error"]
+RejectReason = Literal["empty", "toxic", "busy", "error", "shutdown"]
+# Why a request got no picture: the one list, in the README's words. New reasons go here.
+REJECT_REASONS: dict[str, str] = {
+    "empty": "nothing was said after the wake word, or Whisper made words up for silence",
+    "toxic": "moderation refused the prompt (`flagged` names the labels)",
+    "busy": "earlier requests were still queued for transcription or drawing",
+    "error": "a stage failed; an `error` event before it says which and why",
+    "shutdown": "the daemon was stopped (SIGTERM, SIGINT) before the request finished",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +121,7 @@ class Accepted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Rejected(Event):
-    """No image for this utterance, and why: ``flagged`` names the labels for ``toxic``."""
+    """No image for this request, and why: ``flagged`` names the labels for ``toxic``."""
 
     type: ClassVar[str] = "rejected"
     reason: RejectReason
@@ -137,6 +145,11 @@ class Stopped(Event):
     frames: int
     dropped_frames: int
     overflows: int = 0
+
+
+def is_terminal(event: Event) -> bool:
+    """An event that ends its request: a request has exactly one."""
+    return isinstance(event, ImageWritten | Rejected) and event.id is not None
 
 
 class EventSink(Protocol):

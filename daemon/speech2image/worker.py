@@ -2,7 +2,9 @@
 
 A full queue never blocks a microphone: ``submit(wait=False)`` says no at once and
 the caller reports "busy". A file can wait, so file input submits with
-``wait=True`` and every utterance in it is processed.
+``wait=True`` and every utterance in it is processed; a stop ends that wait too.
+A handler that raises never kills the thread: ``on_error`` hears about it, so the
+request it was working on still ends (as ``rejected: error``).
 """
 
 from __future__ import annotations
@@ -16,59 +18,81 @@ from typing import Generic, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_STOP = object()
+POLL_SECONDS = 0.1  # how often a waiting submit looks for a stop
 
 
 class Worker(Generic[T]):
-    def __init__(self, name: str, handle: Callable[[T], object], depth: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[T], object],
+        depth: int,
+        on_error: Callable[[T, Exception], None],
+    ) -> None:
         self.name = name
         self._handle = handle
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._abandon = threading.Event()
+        self._on_error = on_error
+        self._queue: queue.Queue[T] = queue.Queue(maxsize=depth)
+        self._cancelled = threading.Event()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, item: T, wait: bool) -> bool:
-        """Queue ``item``; False when the queue is full and ``wait`` is False."""
-        try:
-            self._queue.put(item, block=wait)
-        except queue.Full:
-            return False
-        return True
+        """Queue ``item``; False when the queue is full and ``wait`` is False, or on cancel."""
+        if not wait:
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                return False
+            return True
+        while not self._cancelled.is_set():
+            try:
+                self._queue.put(item, timeout=POLL_SECONDS)
+            except queue.Full:
+                continue
+            return not self._cancelled.is_set()  # a cancelled worker handles nothing new
+        return False
 
-    def close(self, drain: bool, timeout: float | None = None) -> bool:
-        """Stop after the queued items (``drain``) or after the one in hand.
+    def close(self) -> None:
+        """No more items are coming: end once the queued ones are done."""
+        self._closing.set()
 
-        False when the item in hand did not finish within ``timeout``: the thread is
-        still inside it, and the process must leave without waiting for it.
+    def cancel(self) -> None:
+        """Stop taking items and drop the queued ones; the item in hand runs on.
+
+        Safe from a signal handler: it only sets flags and empties the queue.
         """
-        if not drain:
-            self._abandon.set()
-            self._discard_queued()
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("%s worker still busy after %.0f s; abandoning it", self.name, timeout)
-            return False
-        return True
-
-    def _discard_queued(self) -> None:
+        self._cancelled.set()
+        self._closing.set()
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 return
 
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the thread to end; False when it is still busy after ``timeout``."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if self._abandon.is_set():
-                continue
+        while not self._cancelled.is_set():
             try:
-                self._handle(item)  # type: ignore[arg-type]
-            except Exception:  # the handler reports its own errors; this keeps the thread
+                item = self._queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            if self._cancelled.is_set():
+                return
+            try:
+                self._handle(item)
+            except Exception as exc:  # the request still ends; the thread lives on
                 log.exception("%s worker: unhandled error", self.name)
+                try:
+                    self._on_error(item, exc)
+                except Exception:
+                    log.exception("%s worker: reporting the error failed", self.name)

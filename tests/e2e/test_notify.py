@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from speech2image.config import NotifyConfig
+from speech2image.desktop.notify import DesktopNotifier
 from speech2image.events import Error, Event, ImageWritten, Rejected
-from speech2image.notify import DesktopNotifier
 
 try:
     from .dbus_session import DbusSession, NotificationServer, wait_until

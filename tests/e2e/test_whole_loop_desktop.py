@@ -100,6 +100,6 @@ def test_no_session_bus_warns_once_and_keeps_working(
     assert result.returncode == 0, result.stderr
     assert len(result.of("image")) == 1
     warnings = [
-        line for line in result.stderr.splitlines() if "WARNING speech2image.notify" in line
+        line for line in result.stderr.splitlines() if "WARNING speech2image.desktop.notify" in line
     ]
     assert len(warnings) == 1, result.stderr

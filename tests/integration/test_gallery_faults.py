@@ -18,25 +18,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from speech2image.gallery.writer import GalleryError, GalleryWriter, ImageRecord
+from speech2image.gallery.writer import GalleryError, GalleryWriter
+from speech2image.request import Request
+from tests.support import drawn_request
 
 pytestmark = [pytest.mark.integration]
 
 
-def noise_record(size: int, seed: int = 1) -> ImageRecord:
+def noise_record(size: int, seed: int = 1) -> tuple[Image.Image, Request]:
     """Random pixels do not compress: the PNG is about size*size*3 bytes."""
     pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
-    return ImageRecord(
-        image=Image.fromarray(pixels),
-        prompt="static on an old television",
-        seed=seed,
-        steps=1,
-        guidance=0.0,
-        width=size,
-        height=size,
-        sampler="EulerDiscreteScheduler",
-        model="test",
-    )
+    return Image.fromarray(pixels), drawn_request("static on an old television", seed, size)
 
 
 def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
@@ -67,15 +59,15 @@ def pngs(root: Path) -> list[Path]:
 def test_full_disk_leaves_nothing_partial(small_disk: Path) -> None:
     writer = GalleryWriter(small_disk)
     writer.prepare()
-    small = writer.write(noise_record(32))  # ~3 KB: fits
+    small = writer.write(*noise_record(32))  # ~3 KB: fits
     with pytest.raises(GalleryError, match="is full; nothing was written"):
-        writer.write(noise_record(256, seed=2))  # ~200 KB: does not
+        writer.write(*noise_record(256, seed=2))  # ~200 KB: does not
     assert pngs(small_disk) == [small]
     assert list((small_disk / ".tmp").iterdir()) == []
     with Image.open(small) as image:
         image.load()
     # Space is back once the big image is gone: the writer works again.
-    writer.write(noise_record(32, seed=3))
+    writer.write(*noise_record(32, seed=3))
     assert len(pngs(small_disk)) == 2
 
 
@@ -84,14 +76,15 @@ def test_read_only_folder_is_a_clear_error(read_only_disk: Path) -> None:
     with pytest.raises(GalleryError, match="not writable"):
         writer.prepare()
     with pytest.raises(GalleryError, match="not writable"):
-        writer.write(noise_record(16))
+        writer.write(*noise_record(16))
     assert pngs(read_only_disk) == []
 
 
 WRITER_LOOP = """
 import sys, numpy as np
 from PIL import Image
-from speech2image.gallery.writer import GalleryWriter, ImageRecord
+from speech2image.gallery.writer import GalleryWriter
+from tests.support import drawn_request
 writer = GalleryWriter(__import__("pathlib").Path(sys.argv[1]))
 writer.prepare()
 rng = np.random.default_rng(0)
@@ -99,7 +92,7 @@ seed = 0
 while True:
     seed += 1
     pixels = rng.integers(0, 255, (384, 384, 3), dtype=np.uint8)
-    writer.write(ImageRecord(Image.fromarray(pixels), "noise", seed, 1, 0.0, 384, 384, "x", "m"))
+    writer.write(Image.fromarray(pixels), drawn_request("noise", seed, 384))
     print(seed, flush=True)
 """
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from speech2image.config import ImageConfig
-from speech2image.generate import Generator, pull_image_model
-from speech2image.models import ModelError
+from speech2image.images.generate import Generator
+from speech2image.images.pull import pull_image_model
+from speech2image.model_files import ModelError
 from tests.tinysd import build_tiny_pipeline
 
 pytestmark = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech2image.audio import SAMPLE_RATE
+from speech2image.pcm import SAMPLE_RATE
 from tests.support import (
     DATA,
     Run,

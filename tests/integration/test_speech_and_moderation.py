@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech2image.audio import SAMPLE_RATE
 from tests.support import (
     Run,
+    breathing,
     concat,
+    cough,
     data_audio,
-    noise,
     run_cli,
     silence,
     word_error_rate,
@@ -110,21 +110,6 @@ def test_word_error_rate_over_all_spoken_prompts(six_requests: Run) -> None:
     references = " ".join(PROMPTS[number] for _, number in SPOKEN)
     heard = " ".join(e["text"] for e in six_requests.of("transcript"))
     assert word_error_rate(references, heard) <= 0.25
-
-
-def breathing(seconds: float) -> np.ndarray:
-    """Slow swells of low-passed noise, like breathing into a microphone."""
-    base = noise(seconds, level=0.02, seed=9).astype(np.float64)
-    t = np.arange(len(base)) / SAMPLE_RATE
-    envelope = np.clip(np.sin(2 * np.pi * 0.4 * t), 0, None) ** 2
-    return (base * envelope).astype(np.int16)
-
-
-def cough() -> np.ndarray:
-    """Two short broadband bursts with a fast attack and decay."""
-    burst = noise(0.25, level=0.4, seed=4).astype(np.float64)
-    burst *= np.exp(-np.arange(len(burst)) / (0.05 * SAMPLE_RATE))
-    return concat(burst.astype(np.int16), silence(0.15), (burst * 0.6).astype(np.int16))
 
 
 @pytest.mark.parametrize("after", ["silence", "breathing", "cough"])

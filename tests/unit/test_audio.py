@@ -9,14 +9,8 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from speech2image.audio import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
-    AudioError,
-    FileSource,
-    FrameAssembler,
-    read_audio,
-)
+from speech2image.listening.audio import AudioError, FileSource, FrameAssembler, read_audio
+from speech2image.pcm import FRAME_SAMPLES, SAMPLE_RATE
 
 
 def tones(

@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from speech2image.config import ListenConfig
-from speech2image.listen import (
+from speech2image.listening.endpoint import (
     TRAILING_PAD_FRAMES,
     Decision,
     EndPointer,
     EndpointSettings,
     Phase,
 )
-from speech2image.vad import is_speech
+from speech2image.listening.vad import is_speech
 
 S = EndpointSettings(pre_roll=2, silence=9, max_length=40, no_speech=50, max_wake_tail=6)
 _ = False

@@ -10,32 +10,35 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from speech2image.gallery.writer import (
-    GalleryWriter,
-    ImageRecord,
-    a1111_parameters,
-    image_name,
-    slugify,
-)
+from speech2image.gallery.writer import GalleryWriter, a1111_parameters, image_name, slugify
+from speech2image.request import Request
+from tests.support import drawn_request
 
 WHEN = dt.datetime(2026, 11, 25, 14, 3, 9)
 
 
-def record(prompt: str = "a red fox sleeping under a cherry tree", seed: int = 42) -> ImageRecord:
-    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    return ImageRecord(
-        image=Image.fromarray(pixels),
-        prompt=prompt,
-        seed=seed,
+def record(prompt: str = "a red fox sleeping under a cherry tree", seed: int = 42) -> Request:
+    return drawn_request(
+        prompt,
+        seed,
+        16,
         steps=4,
-        guidance=0.0,
-        width=16,
-        height=16,
         sampler="EulerAncestralDiscreteScheduler",
         model="stabilityai/sd-turbo",
         negative_prompt="blurry",
-        sidecar={"transcript": "A red fox sleeping under a cherry tree.", "id": "abc123"},
+        transcript="A red fox sleeping under a cherry tree.",
     )
+
+
+def pixels(seed: int) -> Image.Image:
+    return Image.fromarray(
+        np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    )
+
+
+def parameters(request: Request) -> str:
+    assert request.image is not None
+    return a1111_parameters(request.prompt, request.image)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +66,7 @@ def test_name_layout() -> None:
 
 
 def test_a1111_parameters_text() -> None:
-    assert a1111_parameters(record()) == (
+    assert parameters(record()) == (
         "a red fox sleeping under a cherry tree\n"
         "Negative prompt: blurry\n"
         "Steps: 4, Sampler: Euler a, CFG scale: 0, Seed: 42, Size: 16x16, "
@@ -74,14 +77,14 @@ def test_a1111_parameters_text() -> None:
 def test_write_png_with_metadata_and_sidecar(tmp_path: Path) -> None:
     writer = GalleryWriter(tmp_path / "outputs")
     writer.prepare()
-    path = writer.write(record(), WHEN)
+    path = writer.write(pixels(42), record(), WHEN)
 
     assert (
         path == tmp_path / "outputs/2026-11-25/140309-a-red-fox-sleeping-under-a-cherry-tree-42.png"
     )
     with Image.open(path) as image:
         assert image.size == (16, 16)
-        assert image.text["parameters"] == a1111_parameters(record())
+        assert image.text["parameters"] == parameters(record())
     sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     assert sidecar["prompt"] == "a red fox sleeping under a cherry tree"
     assert sidecar["transcript"] == "A red fox sleeping under a cherry tree."
@@ -93,10 +96,10 @@ def test_write_png_with_metadata_and_sidecar(tmp_path: Path) -> None:
 
 def test_never_overwrites(tmp_path: Path) -> None:
     writer = GalleryWriter(tmp_path)
-    first = writer.write(record(seed=5), WHEN)
+    first = writer.write(pixels(5), record(seed=5), WHEN)
     before = first.read_bytes()
-    second = writer.write(record(seed=5), WHEN)
-    third = writer.write(record(seed=5), WHEN)
+    second = writer.write(pixels(5), record(seed=5), WHEN)
+    third = writer.write(pixels(5), record(seed=5), WHEN)
     assert second.name.endswith("-5-2.png")
     assert third.name.endswith("-5-3.png")
     assert first.read_bytes() == before

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from speech2image.config import ImageConfig
-from speech2image.generate import (
+from speech2image.images.runtime import (
     GenerationError,
     choose_seed,
     choose_variant,
     pick_device,
     run_with_oom_retry,
 )
-from speech2image.models import ModelError
+from speech2image.model_files import ModelError
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_pick_device_matrix(
 
 
 def test_cpu_warns_that_it_is_slow(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="speech2image.generate"):
+    with caplog.at_level(logging.WARNING, logger="speech2image.images.runtime"):
         pick_device(ImageConfig(), cuda_available=False, bf16_supported=False)
     assert "CPU" in caplog.text
     assert "minutes per image" in caplog.text
@@ -49,7 +49,7 @@ def test_cpu_warns_that_it_is_slow(caplog: pytest.LogCaptureFixture) -> None:
 def test_float16_on_auto_cpu_is_downgraded_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="speech2image.generate"):
+    with caplog.at_level(logging.WARNING, logger="speech2image.images.runtime"):
         _, dtype = pick_device(ImageConfig(dtype="float16"), False, False)
     assert dtype == torch.float32
     assert "float16 becomes float32" in caplog.text

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from speech2image.config import SpeechConfig
-from speech2image.transcribe import Segment, Transcription, hallucination, normalise
+from speech2image.speech.guard import hallucination, normalise
+from speech2image.speech.transcribe import Segment, Transcription
 
 CONFIG = SpeechConfig()
 

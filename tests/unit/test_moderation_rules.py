@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from speech2image.config import ModerationConfig
-from speech2image.lexicon import Lexicon, normalise
-from speech2image.moderate import CombinedModerator, LexiconModerator
-from speech2image.verdict import Verdict, judge
+from speech2image.moderation.combined import CombinedModerator
+from speech2image.moderation.lexicon import Lexicon, LexiconModerator, normalise
+from speech2image.moderation.verdict import Verdict, judge
 
 
 class Fixed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from speech2image.config import WakeConfig, WakeOverride
-from speech2image.wakeword import WakeGate, WakeHit
+from speech2image.listening.wakeword import WakeGate, WakeHit
 
 
 def run(gate: WakeGate, scores: list[dict[str, float]]) -> list[tuple[int, WakeHit]]:

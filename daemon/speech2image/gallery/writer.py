@@ -1,12 +1,13 @@
 """The gallery writer: a complete PNG appears in the gallery, or nothing does.
 
 The folder is the source of truth: ``DIR/YYYY-MM-DD/HHMMSS-<slug>-<seed>.png`` plus a
-``.json`` sidecar with the same stem. Each file is encoded in memory, written to the
-gallery's hidden ``.tmp/`` folder (same file system), fsynced, then hard-linked to
-its final name. A link never replaces an existing file, so a name collision gets a
-``-2`` suffix instead of overwriting, and an interrupted write (SIGKILL, full disk,
-power loss) leaves at most a stray temp file in ``.tmp/``, which the next start
-removes; a watcher of the gallery sees one new, complete file.
+``.json`` sidecar with the same stem (the request record, ``request.Request``). Each
+file is encoded in memory, written to the gallery's hidden ``.tmp/`` folder (same
+file system), fsynced, then hard-linked to its final name: the sidecar first, then
+the PNG as the commit marker. A link never replaces an existing file, so a name
+collision gets a ``-2`` suffix instead of overwriting, and an interrupted write
+(SIGKILL, full disk, power loss) leaves at most a stray temp file in ``.tmp/``,
+which the next start removes; a watcher of the gallery sees one new, complete file.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..request import ImagePart, Request
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,6 @@ class GalleryError(Exception):
     """The image could not be stored (full disk, read-only folder, ...); nothing partial is left."""
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    """Everything stored about one image: pixels, generation parameters, provenance."""
-
-    image: Any  # PIL.Image.Image; typed loosely so importing this module needs no Pillow
-    prompt: str
-    seed: int
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    sampler: str
-    model: str
-    negative_prompt: str = ""
-    sidecar: Mapping[str, Any] = field(default_factory=dict)  # transcript, wake, scores, timings
-
-
 def slugify(prompt: str, limit: int = SLUG_MAX) -> str:
     """A short, safe ASCII file-name form of the prompt ("Café au lait!" -> "cafe-au-lait")."""
     ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode()
@@ -78,15 +62,15 @@ def slugify(prompt: str, limit: int = SLUG_MAX) -> str:
     return slug or (words[0][:limit] if words else "image")
 
 
-def a1111_parameters(record: ImageRecord) -> str:
+def a1111_parameters(prompt: str, recipe: ImagePart) -> str:
     """The ``parameters`` text AUTOMATIC1111 writes, so its tools and others read ours."""
-    sampler = A1111_SAMPLERS.get(record.sampler, record.sampler)
+    sampler = A1111_SAMPLERS.get(recipe.sampler, recipe.sampler)
     settings = (
-        f"Steps: {record.steps}, Sampler: {sampler}, CFG scale: {record.guidance:g}, "
-        f"Seed: {record.seed}, Size: {record.width}x{record.height}, Model: {record.model}"
+        f"Steps: {recipe.steps}, Sampler: {sampler}, CFG scale: {recipe.guidance:g}, "
+        f"Seed: {recipe.seed}, Size: {recipe.width}x{recipe.height}, Model: {recipe.model}"
     )
-    prompt = " ".join(record.prompt.split())
-    negative = " ".join(record.negative_prompt.split())
+    prompt = " ".join(prompt.split())
+    negative = " ".join(recipe.negative_prompt.split())
     return f"{prompt}\nNegative prompt: {negative}\n{settings}"
 
 
@@ -109,19 +93,18 @@ class GalleryWriter:
         for stale in self._tmp.glob("*.part"):
             stale.unlink(missing_ok=True)
 
-    def write(self, record: ImageRecord, when: dt.datetime | None = None) -> Path:
-        """Store the PNG and its sidecar; the path of the PNG, or GalleryError."""
+    def write(self, image: Any, request: Request, when: dt.datetime | None = None) -> Path:
+        """Store the PNG and its sidecar as a pair; the PNG's path, or GalleryError.
+
+        ``image`` is a PIL image; ``request`` the record, with its image part.
+        """
+        if request.image is None:
+            raise ValueError(f"request {request.id} has no image part to store")
         when = when or dt.datetime.now()
-        png = _encode_png(record)
+        png = _encode_png(image, a1111_parameters(request.prompt, request.image))
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
-            path = self._publish(png, when, record)
-            try:
-                sidecar = _sidecar(record, path, when).encode("utf-8")
-                self._publish_at(path.with_suffix(".json"), sidecar)
-            except OSError:
-                path.unlink(missing_ok=True)  # an image without its sidecar is half a write
-                raise
+            path = self._publish_pair(png, request, when)
         except OSError as exc:
             raise GalleryError(_explain(exc, self.root)) from exc
         # The file name holds the prompt, which is private: the full path only at DEBUG.
@@ -129,14 +112,30 @@ class GalleryWriter:
         log.debug("image path: %s", path)
         return path
 
-    def _publish(self, data: bytes, when: dt.datetime, record: ImageRecord) -> Path:
+    def _publish_pair(self, png: bytes, request: Request, when: dt.datetime) -> Path:
+        """The sidecar first (it claims the name), then the PNG, the commit marker.
+
+        A watcher that sees a PNG always finds its sidecar; a crash between the two
+        leaves at most a sidecar without a PNG, never a PNG without its record.
+        """
+        assert request.image is not None
         for attempt in range(1, 1000):
-            target = self.root / image_name(when, record.prompt, record.seed, attempt)
-            if self._publish_at(target, data, overwrite=False):
-                return target
+            target = self.root / image_name(when, request.prompt, request.image.seed, attempt)
+            if target.exists():
+                continue
+            sidecar = sidecar_bytes(request.filed_as(target.name), when)
+            if not self._publish_at(target.with_suffix(".json"), sidecar):
+                continue
+            try:
+                if self._publish_at(target, png):
+                    return target
+            except BaseException:
+                target.with_suffix(".json").unlink(missing_ok=True)
+                raise
+            target.with_suffix(".json").unlink(missing_ok=True)  # a PNG put there meanwhile
         raise FileExistsError(errno.EEXIST, "no free file name", str(target))
 
-    def _publish_at(self, target: Path, data: bytes, overwrite: bool = True) -> bool:
+    def _publish_at(self, target: Path, data: bytes) -> bool:
         """Temp file, fsync, link into place; False when ``target`` exists and must stay."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
@@ -146,9 +145,7 @@ class GalleryWriter:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if overwrite:
-                os.replace(temp, target)
-            elif not _link(temp, target):
+            if not _link(temp, target):
                 return False
             _fsync_dir(target.parent)
             return True
@@ -156,34 +153,28 @@ class GalleryWriter:
             temp.unlink(missing_ok=True)
 
 
-def _encode_png(record: ImageRecord) -> bytes:
+def _encode_png(image: Any, parameters: str) -> bytes:
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_text("parameters", a1111_parameters(record))
+    info.add_text("parameters", parameters)
     buffer = io.BytesIO()
-    record.image.save(buffer, format="PNG", pnginfo=info)
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
-def _sidecar(record: ImageRecord, path: Path, when: dt.datetime) -> str:
-    from speech2image import __version__
-
-    data = {
-        "image": path.name,
-        "created": when.astimezone().isoformat(timespec="seconds"),
-        "prompt": record.prompt,
-        "negative_prompt": record.negative_prompt,
-        "seed": record.seed,
-        "steps": record.steps,
-        "guidance": record.guidance,
-        "sampler": record.sampler,
-        "size": [record.width, record.height],
-        "model": record.model,
-        **record.sidecar,
-        "speech2image": __version__,
-    }
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+def sidecar_bytes(request: Request, when: dt.datetime) -> bytes:
+    """The request record as JSON; a value JSON cannot hold is a GalleryError, not a crash."""
+    data = request.to_sidecar()
+    data["written"] = when.astimezone().isoformat(timespec="seconds")
+    try:
+        text = json.dumps(data, ensure_ascii=False, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(
+            f"the record of request {request.id} cannot be stored as JSON ({exc}); "
+            "nothing was written"
+        ) from exc
+    return (text + "\n").encode("utf-8")
 
 
 def _link(temp: Path, target: Path) -> bool:

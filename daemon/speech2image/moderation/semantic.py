@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .config import ModerationConfig
-from .models import ModelError
+from ..config import ModerationConfig
+from ..model_files import ModelError
 from .verdict import Verdict, judge
 
 CLASSES = (

@@ -26,8 +26,8 @@ from typing import Any
 from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .config import NotifyConfig
-from .events import Event, ImageWritten, Rejected
+from ..config import NotifyConfig
+from ..events import Event, ImageWritten, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ class DesktopNotifier:
 
     emit = notify  # so a DesktopNotifier can sit in a FanOut of event sinks
 
-    def close(self) -> None:
-        """Send what is queued (bounded by :data:`CLOSE_TIMEOUT_S`), then disconnect."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Send what is queued (for at most ``timeout`` s), then disconnect."""
         with self._lock:
             if self._closed:
                 return
@@ -183,9 +183,9 @@ class DesktopNotifier:
             loop.call_soon_threadsafe(self._queue.put_nowait, None)
         except RuntimeError:  # the loop is already gone
             return
-        thread.join(CLOSE_TIMEOUT_S)
+        thread.join(timeout)
         if thread.is_alive():
-            log.warning("the notification thread did not stop within %.0f s", CLOSE_TIMEOUT_S)
+            log.warning("the notification thread did not stop within %.1f s", timeout)
 
     def _start(self) -> asyncio.AbstractEventLoop | None:
         """The loop, starting its thread on first use; None once closed."""

@@ -5,16 +5,21 @@ swear word in it. These rules look for the shapes of harmful requests — a viol
 act aimed at a person, sexual content, attacks on a group — over a normalised text
 (lower case, leetspeak undone, spaced-out letters joined), so "k1ll my n e i g h b o r"
 matches too. Allow phrases are cut out before matching ("killer whale",
-"chicken breast"). The rule lists live in :mod:`lexicon_rules`.
+"chicken breast"). The rule lists live in :mod:`rules`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import lexicon_rules
+from ..config import LABELS, ModerationConfig
+from . import rules as builtin_rules
+from .verdict import Verdict, judge
+
+log = logging.getLogger(__name__)
 
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
@@ -55,11 +60,11 @@ class Lexicon:
         """The built-in rules plus the user's block list (as ``toxicity``) and allow list."""
         rules: dict[str, list[re.Pattern[str]]] = {
             label: [re.compile(pattern) for pattern in patterns]
-            for label, patterns in lexicon_rules.expanded().items()
+            for label, patterns in builtin_rules.expanded().items()
         }
         blocked = [re.compile(_phrase_pattern(p)) for p in extra_block if normalise(p)]
         rules.setdefault("toxicity", []).extend(blocked)
-        allowed = [_phrase_pattern(p) for p in (*lexicon_rules.ALLOW, *extra_allow) if normalise(p)]
+        allowed = [_phrase_pattern(p) for p in (*builtin_rules.ALLOW, *extra_allow) if normalise(p)]
         allow = re.compile("|".join(allowed)) if allowed else None
         return cls(rules, allow)
 
@@ -81,3 +86,20 @@ class Lexicon:
                     found[label] = hit.group()
                     break
         return found
+
+
+class LexiconModerator:
+    """Word and phrase rules for what a profanity model misses, plus the user's lists."""
+
+    name = "lexicon"
+
+    def __init__(self, config: ModerationConfig, lexicon: Lexicon) -> None:
+        self._lexicon = lexicon
+        self._config = config
+
+    def check(self, text: str) -> Verdict:
+        matches = self._lexicon.match(text)
+        if matches:
+            log.debug("lexicon matched %s", matches)
+        scores = {label: 1.0 if label in matches else 0.0 for label in LABELS}
+        return judge(scores, self._config, self.name)

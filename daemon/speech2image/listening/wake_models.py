@@ -24,7 +24,8 @@ from pathlib import Path
 
 import platformdirs
 
-from .config import WakeConfig, wake_model_name
+from ..config import WakeConfig, wake_model_name
+from ..model_files import PULL_HINT, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,6 @@ WAKE_FILES: Mapping[str, str] = {
     "hey_rhasspy_v0.1.onnx": "5a9b3ed3be2910e35780e097905aa9f35a9c10038df47914cf2b3ec4d670f6ea",
 }
 PRETRAINED_WAKE_WORDS = ("hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy")
-PULL_HINT = "run `speech2image models pull` (it needs network access once)"
-
-
-class ModelError(Exception):
-    """A model that is not where the config says; the message names the key and the fix."""
 
 
 def wake_model_dir(config: WakeConfig) -> Path:

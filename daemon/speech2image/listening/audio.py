@@ -19,16 +19,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .config import AudioConfig
+from ..config import AudioConfig
+from ..pcm import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Frame
+from ..request import RequestSource
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-FRAME_SAMPLES = 1280
-FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 FILE_FORMATS = "WAV, FLAC, OGG/Vorbis, MP3 (anything libsndfile reads)"
 
-Frame = npt.NDArray[np.int16]
 Block = npt.NDArray[np.float32]
 
 
@@ -39,7 +37,8 @@ class AudioError(Exception):
 class AudioSource(Protocol):
     """Yields 80 ms frames of 16 kHz mono int16 until the input ends or ``close()``."""
 
-    name: str
+    name: str  # the device or file, as events and the sidecar name it
+    kind: RequestSource  # what a request heard from it says it came from
 
     def frames(self) -> Iterator[Frame]: ...
 
@@ -105,6 +104,7 @@ class FileSource:
 
         self.path = Path(path)
         self.name = f"file:{self.path}"
+        self.kind: RequestSource = "file"
         self.realtime = realtime
         self._closed = threading.Event()
         if not self.path.is_file():
@@ -189,6 +189,7 @@ class MicSource:
         self._failed = threading.Event()
         self.device_index, self.samplerate = resolve_input(config)
         self.name = f"mic:{describe_device(self.device_index)}"
+        self.kind: RequestSource = "microphone"
 
     @property
     def dropped_frames(self) -> int:

@@ -8,8 +8,8 @@ network (``local_files_only`` everywhere); a model that is not there is a
 The safety checker is always off: moderation judges the prompt before it gets here,
 and the checker costs a second model's memory and blacks out images without saying why.
 
-The decisions that need no GPU to test are pure functions: :func:`pick_device`,
-:func:`choose_seed`, :func:`choose_variant` and :func:`run_with_oom_retry`.
+The decisions that need no GPU to test live in :mod:`.runtime`; where the files come
+from, in :mod:`.pull`.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ import gc
 import importlib.util
 import json
 import logging
-import os
-import secrets
 import time
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from .config import ImageConfig
-from .models import PULL_HINT, ModelError
+from ..config import ImageConfig
+from ..model_files import ModelError
+from .pull import resolve_image_model, weight_files
+from .runtime import HALF, choose_seed, choose_variant, pick_device, run_with_oom_retry
 
 if TYPE_CHECKING:
     import torch
@@ -36,17 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-HALF = ("float16", "bfloat16")
 WARM_UP_SIZE = 64  # the smallest [image] width/height; a multiple of every SD VAE's factor 8
-# The files of a diffusers pipeline; single-file checkpoints at the top level are not needed.
-PULL_PATTERNS = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt"]
 SCHEDULER_EXAMPLES = "EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, DDIMScheduler, \
 DPMSolverMultistepScheduler, LCMScheduler"
-
-
-class GenerationError(Exception):
-    """One image failed; the daemon reports it as an error event and keeps running."""
 
 
 @dataclass(frozen=True)
@@ -67,127 +58,6 @@ class GeneratedImage:
     dtype: str
 
 
-def pick_device(
-    config: ImageConfig, cuda_available: bool, bf16_supported: bool
-) -> tuple[str, torch.dtype]:
-    """Where and in what precision to run: ``auto`` = CUDA float16, else CPU float32.
-
-    float16 on a CPU is slow or unsupported for many kernels. With ``device = "auto"``
-    one config file may serve a desktop and a laptop, so it becomes float32 with a
-    warning; with ``device = "cpu"`` it contradicts itself and is refused.
-    """
-    import torch
-
-    device = config.device
-    if device == "auto":
-        device = "cuda" if cuda_available else "cpu"
-    elif device == "cuda" and not cuda_available:
-        raise ModelError("[image] device = 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
-    name = config.dtype
-    if name == "auto":
-        name = "float16" if device == "cuda" else "float32"
-    if device == "cpu" and name == "float16":
-        if config.device == "cpu":
-            raise ModelError(
-                "[image] dtype = 'float16' does not run on the CPU ([image] device = 'cpu'); "
-                "use float32 or bfloat16"
-            )
-        log.warning("no CUDA GPU: [image] dtype float16 becomes float32 on the CPU")
-        name = "float32"
-    if device == "cuda" and name == "bfloat16" and not bf16_supported:
-        raise ModelError("[image] dtype = 'bfloat16' is not supported by this GPU; use float16")
-    if device == "cpu":
-        log.warning("image generation runs on the CPU (no CUDA GPU): expect minutes per image")
-    dtype: torch.dtype = getattr(torch, name)
-    return device, dtype
-
-
-def choose_seed(configured: int, draw: Callable[[], int] | None = None) -> int:
-    """``-1`` = a fresh seed per image (recorded, so any image can be made again)."""
-    if configured >= 0:
-        return configured
-    return (draw or (lambda: secrets.randbits(32)))()
-
-
-def choose_variant(weight_files: list[str], half: bool) -> str | None:
-    """``"fp16"`` when that is what was pulled, or what is wanted and both are there."""
-    variant = any(".fp16." in name for name in weight_files)
-    full = any(".fp16." not in name for name in weight_files)
-    return "fp16" if variant and (half or not full) else None
-
-
-def run_with_oom_retry(
-    fn: Callable[[], T], free: Callable[[], None], oom: type[BaseException] | None = None
-) -> T:
-    """Run ``fn``; on out-of-memory free what can be freed and try once more.
-
-    A first OOM is often fragmentation or a leftover from the previous image; a
-    second means this request does not fit. Every failure becomes a
-    :class:`GenerationError` with the original message, so the caller handles one type.
-    """
-    if oom is None:
-        import torch
-
-        oom = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-    oom_type: type[BaseException] = oom or RuntimeError
-    try:
-        try:
-            return fn()
-        except oom_type:
-            log.warning("out of GPU memory; freeing cached memory and retrying once")
-            free()
-        try:
-            return fn()
-        except oom_type as exc:
-            raise GenerationError(
-                "out of GPU memory twice; lower [image] width/height, or set "
-                "attention_slicing, vae_tiling or cpu_offload"
-            ) from exc
-    except GenerationError:
-        raise
-    except Exception as exc:
-        raise GenerationError(f"image generation failed: {exc}") from exc
-
-
-def hf_cache() -> Path:
-    """The Hugging Face hub cache, read at call time (tests point it elsewhere)."""
-    if cache := os.environ.get("HF_HUB_CACHE"):
-        return Path(cache).expanduser()
-    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def resolve_image_model(config: ImageConfig, source: str) -> Path:
-    """A local pipeline folder for ``[image] model``; never downloads."""
-    where = f"([image] model in {source})"
-    folder = Path(config.model).expanduser()
-    if not folder.is_dir():
-        if config.model.startswith(("/", ".", "~")) or config.model.count("/") > 1:
-            raise ModelError(f"image model folder {folder} {where} not found")
-        from huggingface_hub import snapshot_download
-
-        cache = hf_cache()
-        try:
-            folder = Path(
-                str(snapshot_download(config.model, cache_dir=cache, local_files_only=True))
-            )
-        except Exception as exc:  # huggingface_hub raises several types for "not cached"
-            raise ModelError(
-                f"image model {config.model!r} {where} is not in the local Hugging Face "
-                f"cache ({cache}); {PULL_HINT}"
-            ) from exc
-    if not (folder / "model_index.json").is_file():
-        raise ModelError(
-            f"image model {config.model!r} {where}: {folder} has no model_index.json; it must "
-            "be a diffusers pipeline folder (`speech2image models pull` fetches one by its id)"
-        )
-    return folder
-
-
-def _weight_files(folder: Path) -> list[str]:
-    return [p.name for p in folder.glob("*/*.safetensors")]
-
-
 class Generator:
     """A text-to-image pipeline on one device; ``generate`` is called from one thread."""
 
@@ -201,7 +71,7 @@ class Generator:
         cuda = torch.cuda.is_available()
         bf16 = cuda and torch.cuda.is_bf16_supported()
         self.device, self.dtype = pick_device(config, cuda, bf16)
-        variant = choose_variant(_weight_files(folder), self.dtype_name in HALF)
+        variant = choose_variant(weight_files(folder), self.dtype_name in HALF)
         scheduler = _scheduler_class(config.scheduler, source)
         # 2. Load, without the safety checker (moderation judged the prompt already).
         self.pipe: Any = _load_pipeline(folder, self.dtype, variant)
@@ -335,53 +205,3 @@ def _apply_options(pipe: Any, config: ImageConfig, device: str, source: str) -> 
         pipe.to(device)
     if config.compile:
         pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
-
-
-def pull_image_model(config: ImageConfig, say: Callable[[str], None]) -> None:
-    """The only place an image model is downloaded: diffusers files, not checkpoints.
-
-    Half-precision weights (``fp16`` variant, half the download) when this machine
-    would run in half precision and the repository has them; full ones otherwise.
-    """
-    if Path(config.model).expanduser().is_dir():
-        say(f"image model: using the folder {config.model} as is")
-        return
-    cache = hf_cache()
-    say(f"image model: downloading {config.model} into {cache}")
-    try:
-        folder = _download(config.model, cache, _pull_dtype_is_half(config))
-    except Exception as exc:  # network and hub errors come in many types
-        raise ModelError(f"could not download image model {config.model!r}: {exc}") from exc
-    if not (folder / "model_index.json").is_file() or not _weight_files(folder):
-        raise ModelError(
-            f"{config.model!r} is not a diffusers pipeline (no model_index.json or "
-            "safetensors weights); [image] model needs one"
-        )
-    say(f"image model: {config.model} ready in {folder}")
-
-
-def _download(repo_id: str, cache: Path, half: bool) -> Path:
-    """snapshot_download of the pipeline files (its progress bars go to stderr)."""
-    from huggingface_hub import snapshot_download
-
-    attempts: list[tuple[str, list[str] | None]] = [("*/*.fp16.safetensors", None)] if half else []
-    attempts.append(("*/*.safetensors", ["*.fp16.*"]))  # also when a repo has no fp16 variant
-    for weights, ignore in attempts:
-        folder = Path(
-            str(snapshot_download(
-                repo_id, cache_dir=cache, allow_patterns=[*PULL_PATTERNS, weights],
-                ignore_patterns=ignore,
-            ))
-        )  # fmt: skip
-        if _weight_files(folder):
-            break
-    return folder
-
-
-def _pull_dtype_is_half(config: ImageConfig) -> bool:
-    """What :func:`pick_device` would choose here, without its warnings."""
-    import torch
-
-    if config.device == "cpu" or not torch.cuda.is_available():
-        return False
-    return config.dtype in ("auto", *HALF)

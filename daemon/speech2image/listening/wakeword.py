@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .audio import FRAME_SECONDS
-from .config import WakeConfig
+from ..config import WakeConfig
+from ..pcm import FRAME_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .config import LABELS, ModerationConfig
+from ..config import LABELS, ModerationConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The desktop: notifications on the session bus."""

@@ -1,0 +1,1 @@
+"""Speech: faster-whisper transcription and the guard against what Whisper makes up."""

@@ -1,0 +1,206 @@
+"""What happens to a request once it is heard: understand it, then draw it.
+
+:class:`Understand` runs on the speech worker (transcript, hallucination guard,
+moderation verdict), :class:`Draw` on the image worker that alone owns the model
+(generate, then store the pair in the gallery). Each takes the request record and
+hands on a new one with its part added; each reports through the :class:`Ledger`,
+so a failure anywhere is an ``error`` event plus ``rejected: error``, never a lost
+request or a dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .config import SpeechConfig
+from .events import Accepted, ImageWritten, Rejected, Transcript
+from .gallery.writer import GalleryError, GalleryWriter
+from .images.generate import GeneratedImage
+from .ledger import Ledger
+from .moderation.verdict import Moderator, Verdict
+from .pcm import SAMPLE_RATE, Frame
+from .request import ImagePart, ModerationPart, Request
+from .speech.guard import hallucination
+from .speech.transcribe import Transcriber
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Heard:
+    """An utterance on its way to the speech worker: the record and its audio."""
+
+    request: Request
+    audio: Frame
+
+
+@dataclass(frozen=True)
+class ToDraw:
+    """An accepted request on its way to the image worker, and since when it waits."""
+
+    request: Request
+    queued_at: float  # time.monotonic()
+
+
+class ImageSource(Protocol):
+    def generate(self, prompt: str, seed: int | None = None) -> GeneratedImage: ...
+
+
+def verdict_event(request: Request, now: float, verdict: Verdict) -> Accepted | Rejected:
+    """The moderation verdict as the event the stream carries: accepted or rejected: toxic."""
+    if verdict.allowed:
+        log.info("request accepted")
+        return Accepted(id=request.id, t=now, text=request.prompt, scores=verdict.scores)
+    log.info("request rejected by %s: %s", verdict.backend, ", ".join(verdict.flagged))
+    return Rejected(
+        id=request.id,
+        t=now,
+        reason="toxic",
+        detail=f"flagged by {verdict.backend}",
+        flagged=tuple(verdict.flagged),
+        scores=verdict.scores,
+    )
+
+
+def moderate(request: Request, moderator: Moderator, ledger: Ledger, now: Clock) -> Request | None:
+    """The request with its verdict, when accepted; None when it ended here."""
+    started = time.perf_counter()
+    try:
+        verdict = moderator.check(request.prompt)
+    except Exception as exc:  # this request failed; the next one may work
+        ledger.fail(request.id, "moderation", str(exc))
+        return None
+    part = ModerationPart(verdict.backend, verdict.allowed, verdict.scores, tuple(verdict.flagged))
+    request = request.with_moderation(part, time.perf_counter() - started)
+    ledger.record(request)
+    ledger.emit(verdict_event(request, now(), verdict))
+    return request if verdict.allowed else None
+
+
+class Understand:
+    """Transcript, hallucination guard, moderation verdict; accepted requests go on."""
+
+    def __init__(
+        self,
+        config: SpeechConfig,
+        transcriber: Transcriber,
+        moderator: Moderator,
+        ledger: Ledger,
+        *,
+        clock: Clock,
+        forward: Callable[[Request], None],
+    ) -> None:
+        self._config = config
+        self._transcriber = transcriber
+        self._moderator = moderator
+        self._ledger = ledger
+        self._clock = clock
+        self._forward = forward
+
+    def __call__(self, heard: Heard) -> None:
+        request = heard.request
+        try:
+            result = self._transcriber.transcribe(heard.audio)
+        except Exception as exc:  # this utterance failed; the next one may work
+            self._ledger.fail(request.id, "speech", str(exc))
+            return
+        log.debug("transcript %s: %r", request.id, result.text)
+        request = request.with_transcript(result.text, result.language, result.seconds)
+        self._ledger.record(request)
+        audio_s = (
+            request.utterance.duration_s if request.utterance else len(heard.audio) / SAMPLE_RATE
+        )
+        self._ledger.emit(
+            Transcript(
+                id=request.id,
+                t=self._clock(),
+                text=result.text,
+                language=result.language,
+                audio_s=audio_s,
+                seconds=result.seconds,
+            )
+        )
+        why = hallucination(result, self._config)
+        if why is not None:
+            log.info("nothing usable was said (%s)", why)
+            self._ledger.emit(Rejected(id=request.id, t=self._clock(), reason="empty", detail=why))
+            return
+        accepted = moderate(request, self._moderator, self._ledger, self._clock)
+        if accepted is not None:
+            self._forward(accepted)
+
+
+class Draw:
+    """Generate, then store the pair atomically; reports the path or why there is none.
+
+    ``too_late`` says the daemon has given up waiting for this worker: a picture
+    finished after that is not stored, since its request has already ended.
+    """
+
+    def __init__(
+        self,
+        generator: ImageSource,
+        writer: GalleryWriter,
+        ledger: Ledger,
+        clock: Clock,
+        too_late: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._generator = generator
+        self._writer = writer
+        self._ledger = ledger
+        self._clock = clock
+        self._too_late = too_late
+
+    def __call__(self, item: ToDraw) -> Path | None:
+        """The PNG's path, or None when there is none (the events say why)."""
+        request = item.request.timed("queue", time.monotonic() - item.queued_at)
+        try:
+            made = self._generator.generate(request.prompt, request.seed)
+        except Exception as exc:  # GenerationError, or anything torch raises
+            self._ledger.fail(request.id, "image", str(exc))
+            return None
+        request = request.with_image(image_part(made), made.seconds)
+        self._ledger.record(request)
+        if self._too_late():
+            log.info("a picture finished after the daemon stopped waiting; not stored")
+            return None
+        try:
+            path = self._writer.write(made.image, request)
+        except GalleryError as exc:
+            self._ledger.fail(request.id, "gallery", str(exc))
+            return None
+        self._ledger.emit(
+            ImageWritten(
+                id=request.id,
+                t=self._clock(),
+                path=str(path),
+                prompt=request.prompt,
+                seed=made.seed,
+                model=made.model,
+                seconds=made.seconds,
+            )
+        )
+        return path
+
+
+def image_part(made: GeneratedImage) -> ImagePart:
+    """The recipe of a generated image, as the request record keeps it."""
+    return ImagePart(
+        seed=made.seed,
+        steps=made.steps,
+        guidance=made.guidance,
+        width=made.width,
+        height=made.height,
+        sampler=made.sampler,
+        model=made.model,
+        negative_prompt=made.negative_prompt,
+        device=made.device,
+        dtype=made.dtype,
+    )
