@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
+import types
+import weakref
 
 import pytest
 import torch
@@ -12,6 +16,7 @@ from speech2image.images.runtime import (
     GenerationError,
     choose_seed,
     choose_variant,
+    is_out_of_memory,
     pick_device,
     run_with_oom_retry,
 )
@@ -167,3 +172,160 @@ def test_default_oom_type_is_torch_cuda_out_of_memory() -> None:
 
     assert run_with_oom_retry(once, lambda: None) == "image"
     assert len(flaky_calls) == 2
+
+
+# How GPU allocation failures really read (sources in runtime.OOM_MARKERS).
+REAL_OOM_ERRORS = [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"),
+    RuntimeError(
+        "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported "
+        "at some other API call, so the stacktrace below might be incorrect."
+    ),
+    torch.AcceleratorError("CUDA error: out of memory"),
+    RuntimeError(
+        "CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 7.79 GiB total capacity; "
+        "6.81 GiB already allocated)"
+    ),
+    RuntimeError(
+        "HIP out of memory. Tried to allocate 4.50 GiB. GPU 0 has a total capacity of "
+        "15.98 GiB of which 1.40 GiB is free."
+    ),
+    RuntimeError("HIP error: out of memory"),
+    RuntimeError("CUDA error: HIPBLAS_STATUS_ALLOC_FAILED when calling `hipblasCreate(handle)`"),
+]
+NOT_MEMORY_ERRORS = [
+    RuntimeError("expected scalar type Half but found Float"),
+    RuntimeError("CUDA error: device-side assert triggered"),
+    RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm(...)`"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"),
+    ValueError("CUDA out of memory"),  # not what torch raises: a message quoting one
+    MemoryError(),  # the CPU's memory, which emptying the CUDA cache does not help
+]
+
+
+def kind(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error)[:40]}"
+
+
+def fresh(error: BaseException) -> BaseException:
+    """A new instance to raise, so no traceback is shared between tests."""
+    return type(error)(*error.args)
+
+
+@pytest.mark.parametrize("error", REAL_OOM_ERRORS, ids=kind)
+def test_real_oom_errors_are_recognised(error: BaseException) -> None:
+    assert is_out_of_memory(error)
+
+
+@pytest.mark.parametrize("error", NOT_MEMORY_ERRORS, ids=kind)
+def test_other_errors_are_not_out_of_memory(error: BaseException) -> None:
+    assert not is_out_of_memory(error)
+
+
+def test_oom_by_text_when_torch_lacks_the_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old or stubbed torch without OutOfMemoryError: the texts still count."""
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(RuntimeError("expected scalar type Half but found Float"))
+
+
+class FailsOnce:
+    """Raises ``error`` on the first call, then returns "image"; counts calls and frees."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+        self.frees = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error
+        return "image"
+
+    def free(self) -> None:
+        self.frees += 1
+
+
+@pytest.mark.parametrize("error", REAL_OOM_ERRORS, ids=kind)
+def test_every_real_oom_is_freed_and_retried_once(error: BaseException) -> None:
+    flaky = FailsOnce(fresh(error))
+    assert run_with_oom_retry(flaky, flaky.free) == "image"
+    assert (flaky.calls, flaky.frees) == (2, 1)
+
+
+@pytest.mark.parametrize("error", REAL_OOM_ERRORS, ids=kind)
+def test_a_real_oom_twice_gives_the_advice(error: BaseException) -> None:
+    raised: list[BaseException] = []
+
+    def always() -> str:
+        raised.append(fresh(error))
+        raise raised[-1]
+
+    with pytest.raises(GenerationError, match="out of GPU memory twice") as caught:
+        run_with_oom_retry(always, lambda: None)
+    assert "attention_slicing" in str(caught.value)
+    assert len(raised) == 2
+    assert caught.value.__cause__ is raised[1]
+
+
+def test_a_runtime_error_not_about_memory_is_not_retried() -> None:
+    flaky = FailsOnce(RuntimeError("expected scalar type Half but found Float"))
+    with pytest.raises(GenerationError) as caught:
+        run_with_oom_retry(flaky, flaky.free)
+    assert str(caught.value) == (
+        "image generation failed: expected scalar type Half but found Float"
+    )
+    assert (flaky.calls, flaky.frees) == (1, 0)
+
+
+def test_a_different_error_on_the_retry_is_reported_as_itself() -> None:
+    errors = iter([torch.OutOfMemoryError("CUDA out of memory"), ValueError("bad latents")])
+
+    def failing() -> str:
+        raise next(errors)
+
+    with pytest.raises(GenerationError, match="image generation failed: bad latents"):
+        run_with_oom_retry(failing, lambda: None)
+
+
+def test_a_failing_free_is_a_generation_error() -> None:
+    flaky = FailsOnce(torch.OutOfMemoryError("CUDA out of memory"))
+
+    def broken_free() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(GenerationError, match="image generation failed: CUDA error: an illegal"):
+        run_with_oom_retry(flaky, broken_free)
+    assert flaky.calls == 1
+
+
+class Activations:
+    """Stands in for the tensors a failed diffusion step allocated."""
+
+
+def test_memory_is_freed_after_the_failed_call_frames_are_gone() -> None:
+    """``free`` must run when nothing holds the failed call's tensors any more.
+
+    Inside the ``except`` block the exception's traceback still references the failed
+    frames and their locals, so ``torch.cuda.empty_cache()`` there frees nothing.
+    """
+    held: list[weakref.ref[Activations]] = []
+    dead_when_freed: list[bool] = []
+
+    def step() -> str:
+        if held:
+            return "image"
+        activations = Activations()  # a local of the failing frame, as tensors are
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def free() -> None:
+        gc.collect()
+        dead_when_freed.append(held[0]() is None)
+
+    assert run_with_oom_retry(step, free) == "image"
+    assert dead_when_freed == [True], "free() ran while the failed frames were still alive"

@@ -134,7 +134,13 @@ class Generator:
         return run_with_oom_retry(call, self._free)
 
     def _free(self) -> None:
-        """What an OOM retry can give back: garbage and the CUDA allocator's cache."""
+        """What an OOM retry can give back: garbage and the CUDA allocator's cache.
+
+        ``run_with_oom_retry`` calls this only once the failed call's frames are gone,
+        so the tensors they held are garbage by now; ``empty_cache`` then hands their
+        blocks back to the driver, where cuBLAS and cuDNN, which allocate outside
+        torch's cache, can use them too.
+        """
         import torch
 
         gc.collect()

@@ -1,13 +1,15 @@
 """Where and how an image is computed: device, precision, seed, weight variant, OOM recovery.
 
 Pure decisions, so they are tested without a GPU: :func:`pick_device`,
-:func:`choose_seed`, :func:`choose_variant` and :func:`run_with_oom_retry`.
+:func:`choose_seed`, :func:`choose_variant`, :func:`is_out_of_memory` and
+:func:`run_with_oom_retry`.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,6 +23,43 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 HALF = ("float16", "bfloat16")
+OOM_ADVICE = (
+    "out of GPU memory twice; lower [image] width/height, or set "
+    "attention_slicing, vae_tiling or cpu_offload"
+)
+# How a failed GPU allocation reads when it arrives as a plain RuntimeError (matched
+# as substrings of str(exc), case as printed). Where each comes from:
+OOM_MARKERS = (
+    # PyTorch's caching allocator (c10/cuda/CUDACachingAllocator.cpp), "CUDA out of
+    # memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of ..."; usually
+    # a torch.OutOfMemoryError, but wrappers that re-raise keep only the text.
+    "CUDA out of memory",
+    # The same allocator in ROCm builds: "torch.OutOfMemoryError: HIP out of memory.
+    # Tried to allocate 4.50 GiB" (pytorch/pytorch#138002, ROCm/TheRock#1054).
+    "HIP out of memory",
+    # C10_CUDA_CHECK on cudaErrorMemoryAllocation (c10/cuda/CUDAException.cpp: "CUDA
+    # error: " + cudaGetErrorString), raised as torch.AcceleratorError, a RuntimeError:
+    # "CUDA error: out of memory" (lllyasviel/stable-diffusion-webui-forge#2524,
+    # deepbeepmeep/Wan2GP#1083). ROCm builds print "HIP error: " there
+    # (huggingface/autotrain-advanced#737) and hipGetErrorString(hipErrorOutOfMemory)
+    # is "out of memory"; that combination is composed, not seen in a report.
+    "CUDA error: out of memory",
+    "HIP error: out of memory",
+    # TORCH_CUDABLAS_CHECK (aten/src/ATen/cuda/Exceptions.h) when cuBLAS cannot allocate
+    # its handle or workspace: "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling
+    # `cublasCreate(handle)`" (QwenLM/Qwen3#873, DeepMotionAIResearch/
+    # DenseMatchingBenchmark#20); on ROCm "CUDA error: HIPBLAS_STATUS_ALLOC_FAILED when
+    # calling `hipblasCreate(handle)`" (ROCm/TheRock#1708).
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "HIPBLAS_STATUS_ALLOC_FAILED",
+    # AT_CUDNN_CHECK (aten/src/ATen/cuda/Exceptions.h: "cuDNN error: " +
+    # cudnnGetErrorString): "cuDNN error: CUDNN_STATUS_ALLOC_FAILED" up to cuDNN 8
+    # (KupynOrest/DeblurGAN#128, pytorch/pytorch#20123); cuDNN 9, which current torch
+    # wheels ship, names it CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED
+    # (status 4004 in cuDNN 9's cudnnStatus_t).
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+)
 
 
 class GenerationError(Exception):
@@ -76,6 +115,27 @@ def choose_variant(weight_files: list[str], half: bool) -> str | None:
     return "fp16" if variant and (half or not full) else None
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the GPU failing to allocate memory, whatever type carries it.
+
+    The caching allocator raises ``torch.OutOfMemoryError``, but an allocation that
+    fails inside cuBLAS, cuDNN or a plain CUDA runtime call reaches Python as a
+    ``RuntimeError`` (``torch.AcceleratorError`` on recent torch) that only names the
+    failure in its text; those deserve the same free-and-retry. Only ``RuntimeError``
+    texts are read: torch raises every C++ failure as one, and another type quoting
+    such a text (a config message, say) is not an allocation failure.
+    """
+    loaded = sys.modules.get("torch")  # not imported: the error cannot be torch's
+    cuda = getattr(loaded, "cuda", None)
+    oom = getattr(loaded, "OutOfMemoryError", None) or getattr(cuda, "OutOfMemoryError", None)
+    if isinstance(oom, type) and isinstance(exc, oom):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return any(marker in text for marker in OOM_MARKERS)
+
+
 def run_with_oom_retry(
     fn: Callable[[], T], free: Callable[[], None], oom: type[BaseException] | None = None
 ) -> T:
@@ -84,26 +144,30 @@ def run_with_oom_retry(
     A first OOM is often fragmentation or a leftover from the previous image; a
     second means this request does not fit. Every failure becomes a
     :class:`GenerationError` with the original message, so the caller handles one type.
-    """
-    if oom is None:
-        import torch
+    ``oom`` is one more exception type to treat as out of memory (tests use a stand-in).
 
-        oom = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-    oom_type: type[BaseException] = oom or RuntimeError
+    ``free`` runs only after the first failure's ``except`` block has ended: until then
+    the exception's traceback holds every frame of the failed call, and with them the
+    tensors they allocated, so emptying the CUDA cache there could not give them back.
+    """
     try:
-        try:
-            return fn()
-        except oom_type:
-            log.warning("out of GPU memory; freeing cached memory and retrying once")
-            free()
-        try:
-            return fn()
-        except oom_type as exc:
-            raise GenerationError(
-                "out of GPU memory twice; lower [image] width/height, or set "
-                "attention_slicing, vae_tiling or cpu_offload"
-            ) from exc
-    except GenerationError:
-        raise
+        return fn()
+    except Exception as exc:
+        if not _counts_as_oom(exc, oom):
+            raise GenerationError(f"image generation failed: {exc}") from exc
+        # Nothing else is kept: Python unbinds ``exc`` here, which drops the traceback.
+    log.warning("out of GPU memory; freeing cached memory and retrying once")
+    try:
+        free()
     except Exception as exc:
         raise GenerationError(f"image generation failed: {exc}") from exc
+    try:
+        return fn()
+    except Exception as exc:
+        if _counts_as_oom(exc, oom):
+            raise GenerationError(OOM_ADVICE) from exc
+        raise GenerationError(f"image generation failed: {exc}") from exc
+
+
+def _counts_as_oom(exc: BaseException, extra: type[BaseException] | None) -> bool:
+    return is_out_of_memory(exc) or (extra is not None and isinstance(exc, extra))
