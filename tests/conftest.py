@@ -1,4 +1,9 @@
-"""Fixtures shared by every test layer."""
+"""Fixtures shared by every test layer, and the rule that nothing skips but GPU tests.
+
+Under `make test` everything a test needs is installed by `make test` itself, so a
+test that skips for want of a part hides a broken set-up. A skip is turned into a
+failure unless the test is marked ``gpu`` (no GPU can exist on a CPU-only machine).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,20 @@ import pytest
 import tomli_w
 
 ENV = "SPEECH2IMAGE_CONFIG"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.skipped or hasattr(report, "wasxfail") or item.get_closest_marker("gpu"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped ({reason}), but only tests marked gpu may skip: whatever else a test "
+        "needs, `make test` installs (see the Makefile), so this is a broken set-up"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -48,11 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
     """Start one private PulseAudio server for the whole session.
 
-    Skips when PulseAudio is not installed; fails (with the server log) when it
-    is installed but does not come up within ~10 s.  Always killed on teardown.
+    Fails when PulseAudio is not installed (`make test` installs it), and (with the
+    server log) when it does not come up within ~10 s.  Always killed on teardown.
     """
     if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
-        pytest.skip("pulseaudio/pactl not installed")
+        pytest.fail("pulseaudio/pactl not installed; `make test` installs them (apt)")
     try:
         server = PulseServer.start(tmp_path_factory.mktemp("pulse"))
     except PulseError as exc:
@@ -99,10 +99,11 @@ def pulse_env(pulse_server: PulseServer) -> Iterator[dict[str, str]]:
 def session_bus() -> Iterator[str]:
     """A private ``dbus-daemon`` session bus for the whole session; yields its address.
 
-    Skips when dbus-daemon is not installed; always killed on teardown.
+    Fails when dbus-daemon is not installed (`make test` installs it); always killed
+    on teardown.
     """
     if shutil.which("dbus-daemon") is None:
-        pytest.skip("dbus-daemon not installed")
+        pytest.fail("dbus-daemon not installed; `make test` installs it (apt)")
     try:
         bus = DbusSession.start()
     except DbusError as exc:
