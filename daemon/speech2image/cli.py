@@ -132,18 +132,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
     from .events import JsonLinesSink, LogSink
     from .gallery.writer import GalleryError
-    from .listening.audio import AudioError, AudioSource, FileSource, MicSource, resolve_input
+    from .listening.audio import AudioError, AudioSource, FileSource
+    from .listening.microphone import MicSource, PortAudioMissingError, import_sounddevice
     from .model_files import ModelError
 
     config = load_config(args.config)
     source: AudioSource | None = None
-    try:  # a wrong file or device name should not wait for every model to load
+    try:  # a wrong file, or no PortAudio for a microphone, should not wait for the models
         if args.input:
             source = FileSource(args.input, realtime=args.realtime)
-        else:
-            resolve_input(config.audio)
+        else:  # a missing microphone is not checked here: MicSource waits for it
+            import_sounddevice()
+    except PortAudioMissingError as exc:
+        return _fail(str(exc), EX_CONFIG)
     except AudioError as exc:
-        return _fail(str(exc), EX_NOINPUT if args.input else EX_FAILURE)
+        return _fail(str(exc), EX_NOINPUT)
     with ExitStack() as stack:
         sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
         try:
@@ -151,15 +154,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
         stack.callback(daemon.close)
-        if source is None:
-            try:
-                source = MicSource(
-                    config.audio,
-                    on_error=daemon.report_source_error,
-                    on_resumed=daemon.report_listening,
-                )
-            except AudioError as exc:
-                return _fail(str(exc), EX_FAILURE)
+        if source is None:  # never fails for a missing device: it reports it and waits
+            source = MicSource(
+                config.audio,
+                on_error=daemon.report_source_error,
+                on_resumed=daemon.report_listening,
+            )
         code = daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
         if daemon.abandoned:  # a worker is still inside torch: leave without waiting for it
             daemon.close()
@@ -193,10 +193,12 @@ def _open_events(target: str, stack: ExitStack) -> IO[str]:
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:
-    import sounddevice as sd
+    from .listening.microphone import PortAudioMissingError, import_sounddevice, input_devices
 
-    from .listening.audio import input_devices
-
+    try:
+        sd = import_sounddevice()
+    except PortAudioMissingError as exc:
+        return _fail(str(exc), EX_CONFIG)
     default = sd.default.device[0]
     devices = input_devices()
     if not devices:

@@ -25,6 +25,40 @@ EX_CONFIG = 78
 ENV_VAR = "SPEECH2IMAGE_CONFIG"
 BUILTIN = "<built-in defaults>"
 
+# Silero's own offset: once speech has started, it continues until the probability
+# falls below [listen] vad_threshold - VAD_HYSTERESIS.
+VAD_HYSTERESIS = 0.15
+# Stable Diffusion's VAE works on 8x8 pixel blocks: other sizes fail in the pipeline.
+VAE_SCALE = 8
+# What CTranslate2 accepts as a compute_type (its quantization docs), checked here so
+# a typo fails at start, not at the first request; ctranslate2 is too heavy to import.
+COMPUTE_TYPES = (
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+# Whisper's language codes, copied from faster_whisper.tokenizer._LANGUAGE_CODES
+# (faster-whisper 1.x; a unit test keeps them equal). "" = detect the language.
+# fmt: off
+WHISPER_LANGUAGES = (
+    "af", "am", "ar", "as", "az", "ba", "be", "bg", "bn", "bo", "br", "bs", "ca", "cs",
+    "cy", "da", "de", "el", "en", "es", "et", "eu", "fa", "fi", "fo", "fr", "gl", "gu",
+    "ha", "haw", "he", "hi", "hr", "ht", "hu", "hy", "id", "is", "it", "ja", "jw", "ka",
+    "kk", "km", "kn", "ko", "la", "lb", "ln", "lo", "lt", "lv", "mg", "mi", "mk", "ml",
+    "mn", "mr", "ms", "mt", "my", "ne", "nl", "nn", "no", "oc", "pa", "pl", "ps", "pt",
+    "ro", "ru", "sa", "sd", "si", "sk", "sl", "sn", "so", "sq", "sr", "su", "sv", "sw",
+    "ta", "te", "tg", "th", "tk", "tl", "tr", "tt", "uk", "ur", "uz", "vi", "yi", "yo",
+    "zh", "yue",
+)
+# fmt: on
+
 
 @dataclass(frozen=True)
 class AudioConfig:
@@ -72,7 +106,8 @@ class WakeConfig:
 class ListenConfig:
     """``[listen]``: how an utterance is cut out after the wake word."""
 
-    vad_threshold: float = spec(0.5, lo=0.05, hi=0.95)
+    # Must exceed VAD_HYSTERESIS, or speech never ends (see _check_vad_threshold).
+    vad_threshold: float = spec(0.5, lo=0.0, hi=0.95)
     silence_timeout: float = spec(0.7, lo=0.1, hi=10.0)
     max_utterance: float = spec(15.0, lo=1.0, hi=120.0)
     no_speech_timeout: float = spec(4.0, lo=0.5, hi=60.0)
@@ -86,9 +121,9 @@ class SpeechConfig:
 
     model: str = spec("tiny.en")  # a faster-whisper name or a local CTranslate2 folder
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
-    compute_type: str = spec("auto")  # auto: int8 on CPU, float16 on CUDA
+    compute_type: str = spec("auto", choices=COMPUTE_TYPES)  # auto: int8 CPU, float16 CUDA
     cpu_threads: int = spec(0, lo=0, hi=256)  # 0 = as many as cores, up to 4
-    language: str = spec("en")
+    language: str = spec("en", choices=("", *WHISPER_LANGUAGES))  # "" = detect
     beam_size: int = spec(1, lo=1, hi=10)
     # Primes the decoder for image prompts; measurably fewer mishearings on short requests.
     initial_prompt: str = spec("A picture of")
@@ -137,8 +172,8 @@ class ImageConfig:
     model: str = spec("stabilityai/sd-turbo")  # a Hugging Face id (local cache) or a folder
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
     dtype: str = spec("auto", choices=("auto", "float16", "bfloat16", "float32"))
-    width: int = spec(512, lo=64, hi=2048)
-    height: int = spec(512, lo=64, hi=2048)
+    width: int = spec(512, lo=64, hi=2048, multiple_of=VAE_SCALE)
+    height: int = spec(512, lo=64, hi=2048, multiple_of=VAE_SCALE)
     steps: int = spec(1, lo=1, hi=150)
     guidance: float = spec(0.0, lo=0.0, hi=30.0)
     negative_prompt: str = spec("")
@@ -243,6 +278,8 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         tables[name] = build_table(TABLES[name], value, source, name)
     config = Config(**tables, source=source)
     _check_wake_models(config.wake, source)
+    _check_vad_threshold(config.listen, source)
+    _check_speech_language(config.speech, source)
     return config
 
 
@@ -262,6 +299,32 @@ def _check_wake_models(wake: WakeConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: [wake.overrides.{name}] names no model in [wake] models ({listed})"
             )
+
+
+def _check_vad_threshold(listen: ListenConfig, source: str) -> None:
+    """Speech ends below threshold - hysteresis; at or below zero it would never end."""
+    if listen.vad_threshold - VAD_HYSTERESIS <= 0:
+        raise ConfigError(
+            f"{source}: [listen] vad_threshold = {listen.vad_threshold!r} is too low: speech "
+            f"ends when the voice probability falls below vad_threshold - {VAD_HYSTERESIS}, "
+            "which would never happen, so every request would run to [listen] max_utterance; "
+            f"use a value above {VAD_HYSTERESIS} (default 0.5)"
+        )
+
+
+def is_english_only(model: str) -> bool:
+    """Whisper's ``*.en`` models (a name, or a folder named like one) know only English."""
+    return model.rstrip("/").endswith(".en")
+
+
+def _check_speech_language(speech: SpeechConfig, source: str) -> None:
+    """An English-only model cannot transcribe another language: it would translate or babble."""
+    if is_english_only(speech.model) and speech.language not in ("en", ""):
+        raise ConfigError(
+            f"{source}: [speech] model = {speech.model!r} is English-only, but [speech] "
+            f'language = {speech.language!r}; set language = "en", or choose a multilingual '
+            'model such as "small" or "large-v3-turbo" (without .en)'
+        )
 
 
 def to_toml_dict(config: Config) -> dict[str, Any]:

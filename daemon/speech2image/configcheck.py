@@ -26,9 +26,10 @@ def spec(
     hi: float | None = None,
     lo_open: bool = False,
     choices: tuple[str, ...] = (),
+    multiple_of: int | None = None,
 ) -> Any:
     """A dataclass field carrying what it allows, so validation is data, not code."""
-    return field(default=default, metadata=limits(lo, hi, lo_open, choices))
+    return field(default=default, metadata=limits(lo, hi, lo_open, choices, multiple_of))
 
 
 def limits(
@@ -36,9 +37,19 @@ def limits(
     hi: float | None = None,
     lo_open: bool = False,
     choices: tuple[str, ...] = (),
+    multiple_of: int | None = None,
 ) -> dict[str, Any]:
-    """For a list, ``choices`` limits its items; for a table of numbers, its keys."""
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+    """For a list, ``choices`` limits its items; for a table of numbers, its keys.
+
+    ``multiple_of`` is for sizes a model can only work in steps of (image pixels).
+    """
+    return {
+        "lo": lo,
+        "hi": hi,
+        "lo_open": lo_open,
+        "choices": choices,
+        "multiple_of": multiple_of,
+    }
 
 
 def build_table(cls: type[Any], table: Mapping[str, Any], source: str, where: str) -> Any:
@@ -138,16 +149,33 @@ def _check_value(value: Any, meta: Mapping[str, Any], source: str, key: str) -> 
 
 
 def _choice_error(source: str, key: str, value: str, choices: tuple[str, ...]) -> NoReturn:
-    allowed = ", ".join(choices)
+    allowed = ", ".join(choice or '""' for choice in choices)  # "" must stay visible
     raise ConfigError(f"{source}: {key}: {value!r} is not allowed; choose from {allowed}")
 
 
 def _check_range(value: float, meta: Mapping[str, Any], source: str, key: str) -> None:
     lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
-    too_low = lo is not None and (value <= lo if lo_open else value < lo)
-    too_high = hi is not None and value > hi
-    if too_low or too_high:
+    if not _in_range(value, meta):
         low = f"{lo} < " if lo_open else f"{lo} <= "
         raise ConfigError(
             f"{source}: {key} = {value!r} is out of range; allowed: {low}value <= {hi}"
         )
+    step = meta.get("multiple_of")
+    if step and value % step:
+        nearest = " or ".join(str(n) for n in _nearest_multiples(value, step, meta))
+        raise ConfigError(
+            f"{source}: {key} = {value!r} is not a multiple of {step}; nearest allowed: {nearest}"
+        )
+
+
+def _nearest_multiples(value: float, step: int, meta: Mapping[str, Any]) -> list[int]:
+    """The multiples of ``step`` just below and above ``value`` that are in range."""
+    below = int(value // step) * step
+    return [n for n in (below, below + step) if _in_range(n, meta)]
+
+
+def _in_range(value: float, meta: Mapping[str, Any]) -> bool:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value <= lo if meta.get("lo_open", False) else value < lo):
+        return False
+    return hi is None or value <= hi

@@ -6,8 +6,11 @@ the daemon must emit the same events as it does for the file.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,21 +115,65 @@ def test_devices_lists_the_inputs(pulse_server: PulseServer) -> None:
     assert any(line.startswith("*") for line in lines)
 
 
-def test_unknown_device_is_an_error_listing_the_inputs(
-    config_file: Callable[[str], Path], pulse_server: PulseServer
+class AlsaMicrophone:
+    """The virtual mic as ALSA (so PortAudio) sees it: a device that comes and goes.
+
+    PortAudio lists PulseAudio's sources only through ALSA devices, and ALSA's
+    ``pulse`` and ``default`` stay listed when a source is unloaded. A PCM named
+    ``virtmic`` in a config file given by ALSA_CONFIG_PATH appears in the list only
+    while the file defines it, as a USB microphone's card does when it is plugged in.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "virtmic.conf"
+        self.path.write_text("", encoding="utf-8")  # not plugged in
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{self.path}"}
+
+    def plug_in(self) -> None:
+        """Written whole, then renamed: the daemon re-lists devices at any moment."""
+        fresh = self.path.with_suffix(".new")
+        fresh.write_text("pcm.virtmic {\n  type pulse\n  device virtmic\n}\n", encoding="utf-8")
+        os.replace(fresh, self.path)
+
+
+def test_missing_microphone_is_waited_for_until_it_is_plugged_in(
+    tmp_path: Path,
+    config_file: Callable[[str], Path],
+    pulse_server: PulseServer,
+    virtual_mic: VirtualMic,
 ) -> None:
-    config = config_file('[audio]\ndevice = "no such microphone"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "speech2image.cli", "run", "--config", str(config)],
-        env=pulse_server.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    """Not there at start: an error listing the inputs, no exit; plugged in: it listens."""
+    alsa = AlsaMicrophone(tmp_path)
+    config = config_file(
+        CONFIG.replace('device = "pulse"', 'device = "virtmic"\nreconnect_max_delay = 1.0')
     )
-    assert result.returncode == 1
-    assert "[audio] device = 'no such microphone' matches no input device; inputs: " in (
-        result.stderr
-    )
-    assert "pulse" in result.stderr.split("inputs:")[1]
-    assert "Traceback" not in result.stderr
+    virtual_mic.unplug()
+    daemon = DaemonProcess(["--config", str(config)], pulse_server.child_env(alsa.env))
+    try:
+        waiting = daemon.wait_for("listening", timeout=60)
+        assert waiting["source"] == "mic:'virtmic' (waiting)"
+        missing = daemon.wait_for("error", timeout=30, stage="audio")
+        assert missing["id"] is None
+        assert "[audio] device = 'virtmic' matches no input device" in missing["message"]
+        inputs = missing["message"].split("inputs: ")[1]
+        assert "pulse" in inputs
+        assert "default" in inputs
+        time.sleep(3)  # several retries (every 0.5 to 1 s): it waits, it does not exit
+        assert daemon.process.poll() is None, daemon.stderr
+
+        virtual_mic.replug()
+        alsa.plug_in()
+        listening = daemon.wait_for("listening", timeout=30)
+        assert re.fullmatch(r"mic:#\d+ virtmic", listening["source"]), listening
+        virtual_mic.feed(concat(silence(0.5), data_audio("hey_mycroft_test.wav"), silence(1.0)))
+        wake = daemon.wait_for("wake", timeout=30, model="hey_mycroft")
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.stderr
+    assert wake["score"] >= 0.5
+    reports = [e for e in daemon.of("error") if "matches no input device" in e["message"]]
+    assert len(reports) == 1, "a missing microphone is reported once, not at every retry"
+    assert daemon.events[-1]["type"] == "stopped"

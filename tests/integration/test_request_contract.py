@@ -123,4 +123,3 @@ def test_realtime_run_with_a_full_queue(tmp_path: Path, config_file: ConfigFile)
     busy = [e for e in result.events if e["type"] == "rejected" and e["reason"] == "busy"]
     accepted = {e["id"] for e in result.events if e["type"] == "accepted"}
     assert all(e["id"] in accepted for e in busy)  # refused after moderation, at the queue
-

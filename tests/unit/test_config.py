@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from speech2image.config import (
+    COMPUTE_TYPES,
     EX_CONFIG,
+    VAD_HYSTERESIS,
+    WHISPER_LANGUAGES,
     Config,
     ConfigError,
     find_config_file,
@@ -117,6 +120,14 @@ def test_named_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[wake.overrides.hey_jarvis]\nthreshhold = 0.6\n", r"unknown key \[wake.overrides.hey_"),
         ("[wake.overrides.hey_jarvis]\npatience = 0\n", r"patience = 0 is out of range"),
         ("[wake\n", r"not valid TOML"),
+        ("[image]\nwidth = 500\n", r"\[image\] width = 500 is not a multiple of 8; nearest al"),
+        ("[image]\nheight = 1001\n", r"height = 1001 is not a multiple of 8; .*: 1000 or 1008$"),
+        ("[image]\nwidth = 2050\n", r"\[image\] width = 2050 is out of range"),
+        ("[listen]\nvad_threshold = 0.15\n", r"\[listen\] vad_threshold = 0.15 is too low: sp"),
+        ("[listen]\nvad_threshold = 0.05\n", r"below vad_threshold - 0.15, which would never h"),
+        ('[speech]\ncompute_type = "int4"\n', r"\[speech\] compute_type: 'int4' is not allowed;"),
+        ('[speech]\nlanguage = "english"\n', r"\[speech\] language: 'english' is not allowed"),
+        ('[speech]\nlanguage = "de"\n', r"\[speech\] model = 'tiny.en' is English-only, but"),
     ],
 )
 def test_every_kind_of_mistake_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -167,4 +178,113 @@ def test_cli_exits_78_on_config_errors(tmp_path: Path) -> None:
         )
         assert result.returncode == EX_CONFIG, result.stderr
         assert f"{bad}: [wake] threshold = 2.0 is out of range" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("size", "nearest"), [(500, "496 or 504"), (65, "64 or 72"), (2047, "2040 or 2048")]
+)
+def test_image_size_error_names_the_nearest_multiples_of_8(
+    tmp_path: Path, size: int, nearest: str
+) -> None:
+    message = error_for(tmp_path, f"[image]\nwidth = 512\nheight = {size}\n")
+    assert message.endswith(
+        f"[image] height = {size} is not a multiple of 8; nearest allowed: {nearest}"
+    )
+
+
+def test_image_sizes_in_steps_of_8_are_fine() -> None:
+    config = parse_config({"image": {"width": 64, "height": 1016}}, "x.toml")
+    assert (config.image.width, config.image.height) == (64, 1016)
+
+
+def test_vad_threshold_must_leave_room_for_the_hysteresis(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "[listen]\nvad_threshold = 0.1\n")
+    assert "[listen] vad_threshold = 0.1 is too low" in message
+    assert "would never happen" in message
+    assert "[listen] max_utterance" in message
+    assert f"use a value above {VAD_HYSTERESIS}" in message
+    ok = parse_config({"listen": {"vad_threshold": VAD_HYSTERESIS + 0.01}}, "x.toml")
+    assert ok.listen.vad_threshold - VAD_HYSTERESIS > 0
+
+
+def test_vad_uses_the_hysteresis_config_checks() -> None:
+    from speech2image.listening import vad
+
+    assert vad.HYSTERESIS == VAD_HYSTERESIS
+    assert vad.is_speech(0.36, was_speech=True, threshold=0.5)
+    assert not vad.is_speech(0.34, was_speech=True, threshold=0.5)
+
+
+def test_compute_type_lists_exactly_ctranslate2s_types(tmp_path: Path) -> None:
+    message = error_for(tmp_path, '[speech]\ncompute_type = "fp16"\n')
+    assert message.endswith(
+        "choose from auto, default, int8, int8_float32, int8_float16, int8_bfloat16, "
+        "int16, float16, bfloat16, float32"
+    )
+    for compute_type in COMPUTE_TYPES:
+        config = parse_config({"speech": {"compute_type": compute_type}}, "x.toml")
+        assert config.speech.compute_type == compute_type
+
+
+def test_compute_types_cover_what_ctranslate2_reports() -> None:
+    import ctranslate2
+
+    assert set(ctranslate2.get_supported_compute_types("cpu")) <= set(COMPUTE_TYPES)
+
+
+def test_whisper_languages_are_faster_whispers_list() -> None:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES  # a dependency: never skipped
+
+    assert tuple(_LANGUAGE_CODES) == WHISPER_LANGUAGES
+
+
+def test_language_error_offers_auto_detect_and_the_codes(tmp_path: Path) -> None:
+    message = error_for(tmp_path, '[speech]\nmodel = "small"\nlanguage = "EN"\n')
+    assert 'choose from "", af, am, ar,' in message
+    assert message.endswith(", zh, yue")
+
+
+@pytest.mark.parametrize(
+    ("model", "language"),
+    [("tiny.en", "en"), ("tiny.en", ""), ("small", "de"), ("large-v3-turbo", ""), ("/m/x", "fr")],
+)
+def test_model_and_language_that_fit(model: str, language: str) -> None:
+    config = parse_config({"speech": {"model": model, "language": language}}, "x.toml")
+    assert (config.speech.model, config.speech.language) == (model, language)
+
+
+@pytest.mark.parametrize("model", ["tiny.en", "small.en", "/models/whisper-small.en/"])
+def test_english_only_model_with_another_language_names_both_keys(
+    tmp_path: Path, model: str
+) -> None:
+    message = error_for(tmp_path, f'[speech]\nmodel = "{model}"\nlanguage = "fr"\n')
+    assert f"[speech] model = {model!r} is English-only, but [speech] language = 'fr'" in message
+    assert 'set language = "en"' in message
+
+
+def test_cli_exits_78_on_rules_that_would_fail_every_request(tmp_path: Path) -> None:
+    rules = {
+        "[image]\nwidth = 500\n": "[image] width = 500 is not a multiple of 8",
+        '[speech]\nlanguage = "de"\n': "[speech] model = 'tiny.en' is English-only",
+    }
+    for text, expected in rules.items():
+        bad = write(tmp_path, text)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "speech2image.cli",
+                "run",
+                "--input",
+                "x.wav",
+                "--config",
+                str(bad),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == EX_CONFIG, result.stderr
+        assert f"{bad}: {expected}" in result.stderr
         assert "Traceback" not in result.stderr

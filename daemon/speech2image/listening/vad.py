@@ -15,9 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ..config import VAD_HYSTERESIS as HYSTERESIS  # config checks thresholds against it
+
 CHUNK = 512
 CONTEXT = 64
-HYSTERESIS = 0.15  # Silero's own offset: speech ends below threshold - 0.15
 
 
 class VoiceActivity(Protocol):
