@@ -6,10 +6,12 @@ real child process killed with SIGKILL.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,14 +34,21 @@ def noise_record(size: int, seed: int = 1) -> tuple[Image.Image, Request]:
 
 
 def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    """A real small or read-only file system; mounting needs root (or sudo without a password)."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+    mounted = subprocess.run(
+        [*sudo, "mount", "-t", "tmpfs", "-o", f"{options},mode=1777", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"mounting a tmpfs needs root or passwordless sudo: {mounted.stderr.strip()}")
     try:
         yield where
     finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+        subprocess.run([*sudo, "umount", "-l", str(where)], check=False)
 
 
 @pytest.fixture
@@ -97,22 +106,66 @@ while True:
 """
 
 
+class PairWatcher(threading.Thread):
+    """Looks at the gallery as a viewer would, over and over: every PNG it sees must
+    already have its sidecar (the sidecar is linked first, the PNG commits the pair)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.seen: set[Path] = set()
+        self.without_sidecar: list[Path] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                found = pngs(self.root)
+            except FileNotFoundError:  # a temp file went away while it was listed
+                continue
+            for png in found:
+                if not png.with_suffix(".json").exists():
+                    self.without_sidecar.append(png)
+            self.seen.update(found)
+            time.sleep(0.001)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=10)
+
+
 def test_sigkill_mid_write_never_leaves_a_partial_png(tmp_path: Path) -> None:
     gallery = tmp_path / "gallery"
-    for delay in (0.3, 0.55, 0.8):
-        child = subprocess.Popen(
-            [sys.executable, "-c", WRITER_LOOP, str(gallery)], stdout=subprocess.PIPE, text=True
-        )
-        assert child.stdout is not None
-        child.stdout.readline()  # at least one image is complete; more are being written
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
+    watcher = PairWatcher(gallery)
+    watcher.start()
+    try:
+        for delay in (0.3, 0.55, 0.8):
+            child = subprocess.Popen(
+                [sys.executable, "-c", WRITER_LOOP, str(gallery)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            child.stdout.readline()  # at least one image is complete; more are being written
+            time.sleep(delay)
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+    finally:
+        watcher.stop()
     images = pngs(gallery)
     assert len(images) >= 3
     for path in images:
         with Image.open(path) as image:
             image.load()  # every PNG in the gallery is complete and decodes
         assert image.size == (384, 384)
+    assert watcher.seen  # the watcher did look while images were written
+    assert watcher.without_sidecar == []  # a PNG it saw always had its sidecar already
+    for path in images:  # and still has it, naming this PNG
+        assert json.loads(path.with_suffix(".json").read_text("utf-8"))["image"] == path.name
+    # Every sidecar is whole JSON; one without a PNG (killed between the two) may remain.
+    sidecars = [p for p in gallery.rglob("*.json") if ".tmp" not in p.parts]
+    assert len(sidecars) >= len(images)
+    for sidecar in sidecars:
+        assert json.loads(sidecar.read_text("utf-8"))["prompt"] == "noise"
     GalleryWriter(gallery).prepare()
     assert list((gallery / ".tmp").glob("*.part")) == []

@@ -8,75 +8,54 @@ the PNG as the commit marker. A link never replaces an existing file, so a name
 collision gets a ``-2`` suffix instead of overwriting, and an interrupted write
 (SIGKILL, full disk, power loss) leaves at most a stray temp file in ``.tmp/``,
 which the next start removes; a watcher of the gallery sees one new, complete file.
+
+Several writers may share one gallery (the daemon and a ``speech2image generate``
+in another process). Temp names say whose they are, ``<pid>-<counter>-<random>.part``,
+so that :meth:`GalleryWriter.prepare` removes only what a dead writer left, never
+another process's write in progress.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import errno
-import io
+import itertools
 import json
 import logging
 import os
 import re
-import tempfile
-import unicodedata
+import secrets
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
-from ..request import ImagePart, Request
+from ..request import Request
+from .metadata import a1111_parameters, encode_png, image_name, slugify
+
+__all__ = [
+    "GalleryError",
+    "GalleryWriter",
+    "a1111_parameters",
+    "image_name",
+    "sidecar_bytes",
+    "slugify",
+]
 
 log = logging.getLogger(__name__)
 
 TMP_DIR = ".tmp"
-SLUG_MAX = 48
-# diffusers scheduler classes under the sampler names AUTOMATIC1111 users know.
-A1111_SAMPLERS = {
-    "EulerDiscreteScheduler": "Euler",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "DPMSolverSinglestepScheduler": "DPM++ SDE",
-    "DDIMScheduler": "DDIM",
-    "PNDMScheduler": "PLMS",
-    "LMSDiscreteScheduler": "LMS",
-    "HeunDiscreteScheduler": "Heun",
-    "UniPCMultistepScheduler": "UniPC",
-    "LCMScheduler": "LCM",
-}
+TEMP_SUFFIX = ".part"
+TEMP_NAME = re.compile(r"(?P<pid>[0-9]+)-(?P<count>[0-9]+)-(?P<token>[0-9a-f]+)\.part")
+# A temp file lives for milliseconds; one this old is left over, even if its pid
+# now belongs to a live process (pids are reused), or named by an older version.
+STALE_AFTER_S = 3600.0
+# What a file system that cannot sync a folder (some FUSE and network mounts) says.
+DIR_FSYNC_REFUSED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 class GalleryError(Exception):
     """The image could not be stored (full disk, read-only folder, ...); nothing partial is left."""
-
-
-def slugify(prompt: str, limit: int = SLUG_MAX) -> str:
-    """A short, safe ASCII file-name form of the prompt ("Café au lait!" -> "cafe-au-lait")."""
-    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode()
-    words = re.sub(r"[^a-z0-9]+", " ", ascii_text.lower()).split()
-    slug = ""
-    for word in words:
-        candidate = f"{slug}-{word}" if slug else word
-        if len(candidate) > limit:
-            break
-        slug = candidate
-    return slug or (words[0][:limit] if words else "image")
-
-
-def a1111_parameters(prompt: str, recipe: ImagePart) -> str:
-    """The ``parameters`` text AUTOMATIC1111 writes, so its tools and others read ours."""
-    sampler = A1111_SAMPLERS.get(recipe.sampler, recipe.sampler)
-    settings = (
-        f"Steps: {recipe.steps}, Sampler: {sampler}, CFG scale: {recipe.guidance:g}, "
-        f"Seed: {recipe.seed}, Size: {recipe.width}x{recipe.height}, Model: {recipe.model}"
-    )
-    prompt = " ".join(prompt.split())
-    negative = " ".join(recipe.negative_prompt.split())
-    return f"{prompt}\nNegative prompt: {negative}\n{settings}"
-
-
-def image_name(when: dt.datetime, prompt: str, seed: int, attempt: int = 1) -> Path:
-    suffix = "" if attempt == 1 else f"-{attempt}"
-    return Path(when.strftime("%Y-%m-%d")) / f"{when:%H%M%S}-{slugify(prompt)}-{seed}{suffix}.png"
 
 
 class GalleryWriter:
@@ -85,13 +64,20 @@ class GalleryWriter:
         self._tmp = self.root / TMP_DIR
 
     def prepare(self) -> None:
-        """Create the folders and remove temp files an interrupted run left behind."""
+        """Create the folders and remove temp files that interrupted writers left behind.
+
+        Runs at every start, while other processes may be writing into the same
+        gallery: only stale files go (see :func:`is_stale_temp`).
+        """
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
+            entries = list(os.scandir(self._tmp))
         except OSError as exc:
             raise GalleryError(_explain(exc, self.root)) from exc
-        for stale in self._tmp.glob("*.part"):
-            stale.unlink(missing_ok=True)
+        now = time.time()
+        removed = sum(_remove(entry) for entry in entries if is_stale_temp(entry, now))
+        if removed:
+            log.info("removed %d temp file(s) left by interrupted writes", removed)
 
     def write(self, image: Any, request: Request, when: dt.datetime | None = None) -> Path:
         """Store the PNG and its sidecar as a pair; the PNG's path, or GalleryError.
@@ -101,7 +87,7 @@ class GalleryWriter:
         if request.image is None:
             raise ValueError(f"request {request.id} has no image part to store")
         when = when or dt.datetime.now()
-        png = _encode_png(image, a1111_parameters(request.prompt, request.image))
+        png = encode_png(image, a1111_parameters(request.prompt, request.image))
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
             path = self._publish_pair(png, request, when)
@@ -136,31 +122,112 @@ class GalleryWriter:
         raise FileExistsError(errno.EEXIST, "no free file name", str(target))
 
     def _publish_at(self, target: Path, data: bytes) -> bool:
-        """Temp file, fsync, link into place; False when ``target`` exists and must stay."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
-        temp = Path(temp_name)
+        """Temp file, fsync, link into place; False when ``target`` exists and must stay.
+
+        A link whose folder cannot be synced is taken back: it might not survive a
+        power loss, and the caller is told the write failed.
+        """
+        _make_folder(target.parent)
+        temp = self._write_temp(data)
+        try:
+            if not _link(temp, target):
+                return False
+        finally:
+            temp.unlink(missing_ok=True)
+        try:
+            _fsync_dir(target.parent)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return True
+
+    def _write_temp(self, data: bytes) -> Path:
+        """``data`` in a new, fsynced file under ``.tmp/``, named for this writer."""
+        fd, temp = _create_temp(self._tmp)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if not _link(temp, target):
-                return False
-            _fsync_dir(target.parent)
-            return True
-        finally:
+        except BaseException:
             temp.unlink(missing_ok=True)
+            raise
+        return temp
 
 
-def _encode_png(image: Any, parameters: str) -> bytes:
-    from PIL.PngImagePlugin import PngInfo
+_temp_counter = itertools.count(1)
 
-    info = PngInfo()
-    info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
+
+def temp_name() -> str:
+    """``<pid>-<counter>-<random>.part``: unique per writer, and it says whose it is.
+
+    The pid lets another process's :meth:`GalleryWriter.prepare` tell a live
+    writer's file from a dead one's; the counter keeps this process's names apart,
+    the random part keeps them apart from an earlier process with the same pid.
+    """
+    return f"{os.getpid()}-{next(_temp_counter)}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def _create_temp(folder: Path) -> tuple[int, Path]:
+    """A new file that nobody else has (O_EXCL), with the permissions the user's umask
+    gives any saved file (a gallery is for looking at, unlike mkstemp's 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(100):
+        path = folder / temp_name()
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name", str(folder))
+
+
+def is_stale_temp(entry: os.DirEntry[str], now: float) -> bool:
+    """Whether ``entry`` in ``.tmp/`` was left by a writer that will never finish it.
+
+    Ours (``<pid>-...part``): its process is gone, or it is over an hour old (the pid
+    may have been reused). Anything else (older versions used ``tempfile`` names):
+    over an hour old. Folders are never ours.
+    """
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return False  # another prepare() got there first
+    if stat.S_ISDIR(info.st_mode):
+        return False
+    if now - info.st_mtime > STALE_AFTER_S:
+        return True
+    match = TEMP_NAME.fullmatch(entry.name)
+    return match is not None and not process_alive(int(match["pid"]))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine, in this pid namespace)."""
+    if pid <= 0:
+        return False  # never a writer's; os.kill would signal a process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    except (OverflowError, ValueError):
+        return False  # beyond any pid
+    except OSError:
+        return True  # cannot tell: keep its file
+    return True
+
+
+def _remove(entry: os.DirEntry[str]) -> bool:
+    """Remove a stale temp file; a failure is logged, not fatal (it is only litter)."""
+    try:
+        os.unlink(entry.path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("could not remove the stale temp file %s: %s", entry.path, exc)
+        return False
+    log.debug("removed the stale temp file %s", entry.path)
+    return True
 
 
 def sidecar_bytes(request: Request, when: dt.datetime) -> bytes:
@@ -196,11 +263,38 @@ def _link(temp: Path, target: Path) -> bool:
     return True
 
 
+def _make_folder(folder: Path) -> None:
+    """Create a date folder; a new one's entry is synced in its parent, the gallery.
+
+    Without that, a power loss could lose the new folder, and every image in it,
+    although each image and its link were synced. Syncing whenever the folder was
+    missing, not only when this process made it, covers two writers racing to it.
+    """
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    _fsync_dir(folder.parent)
+
+
+_dir_fsync_refused_on: set[int] = set()  # st_dev of file systems already logged
+
+
 def _fsync_dir(folder: Path) -> None:
-    """Make the new directory entry durable too, not just the file's bytes."""
-    fd = os.open(folder, os.O_RDONLY)
+    """Make the new directory entry durable too, not just the file's bytes.
+
+    Some file systems (some FUSE and network mounts) refuse to sync a folder: that is
+    their own durability model, not a failed write, so it is noted once at DEBUG.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in DIR_FSYNC_REFUSED:
+            raise
+        device = os.fstat(fd).st_dev
+        if device not in _dir_fsync_refused_on:
+            _dir_fsync_refused_on.add(device)
+            log.debug("the file system of %s cannot sync folders (%s); going on", folder, exc)
     finally:
         os.close(fd)
 
