@@ -19,8 +19,10 @@ import pytest
 from speech2image.config import load_config
 from speech2image.daemon import Daemon, Stages
 from speech2image.events import Event
+from speech2image.gallery.writer import GalleryWriter
 from speech2image.images.generate import GeneratedImage
 from speech2image.listening.audio import FileSource
+from speech2image.request import Request
 from speech2image.steps import ImageSource
 from tests.support import Run, breathing, concat, data_audio, run_cli, silence, write_wav
 
@@ -40,6 +42,20 @@ class FailsOnce:
         if self.calls == 2:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return self._real.generate(prompt, seed)
+
+
+class BreaksOnce:
+    """The real gallery writer, except that its second write hits a bug (not a GalleryError)."""
+
+    def __init__(self, real: GalleryWriter) -> None:
+        self._real = real
+        self.calls = 0
+
+    def write(self, image: Any, request: Request) -> Path:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("a bug after 'accepted'")
+        return self._real.write(image, request)
 
 
 class Recorder:
@@ -87,18 +103,23 @@ def test_mixed_file_with_a_failing_generator(tmp_path: Path, config_file: Config
         *(wake, silence(5.0)),  # nothing said: rejected: empty
         *(wake, silence(0.4), breathing(5.0), silence(4.5)),  # noise only: empty
         *(benign, silence(2.0)),  # drawn: the failure did not stop the worker
+        *(benign, silence(2.0)),  # a bug in the writer: still rejected: error
+        *(benign, silence(2.0)),  # drawn: neither did the bug
     )
     recorder = Recorder()
-    daemon = Daemon(config, recorder, dataclasses.replace(stages, generator=generator))
+    writer = BreaksOnce(stages.writer)
+    broken = dataclasses.replace(stages, generator=generator, writer=writer)
+    daemon = Daemon(config, recorder, broken)  # type: ignore[arg-type]
     assert daemon.run(FileSource(write_wav(tmp_path / "mixed.wav", audio)), True) == 0
 
     outcomes = assert_contract(recorder.events, gallery)
-    assert outcomes == {"image": 2, "error": 1, "toxic": 1, "empty": 2}
+    assert outcomes == {"image": 3, "error": 2, "toxic": 1, "empty": 2}
     errors = [e for e in recorder.events if e["type"] == "error"]
-    assert [e["stage"] for e in errors] == ["image"]
-    failed = next(e for e in recorder.events if e["type"] == "rejected" and e["reason"] == "error")
-    assert errors[0]["id"] == failed["id"]
-    assert "illegal memory access" in failed["detail"]
+    failed = [e for e in recorder.events if e["type"] == "rejected" and e["reason"] == "error"]
+    assert [e["id"] for e in errors] == [e["id"] for e in failed]
+    assert [e["stage"] for e in errors] == ["image", "daemon"]
+    assert "illegal memory access" in failed[0]["detail"]
+    assert "KeyError" in failed[1]["detail"]
 
 
 def test_realtime_run_with_a_full_queue(tmp_path: Path, config_file: ConfigFile) -> None:
