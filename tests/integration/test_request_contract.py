@@ -26,7 +26,12 @@ from speech2image.request import Request
 from speech2image.steps import ImageSource
 from tests.support import Run, breathing, concat, data_audio, run_cli, silence, write_wav
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    # diffusers' schedulers call np.array() on tensors; numpy 2 deprecates how torch answers
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+]
 ConfigFile = Callable[[str], Path]
 
 
