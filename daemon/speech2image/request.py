@@ -25,9 +25,16 @@ RequestSource = Literal["microphone", "file", "command-line"]
 SOURCES: tuple[str, ...] = ("microphone", "file", "command-line")
 # The packages whose versions decide what a picture looks like, recorded per image.
 VERSIONED_PACKAGES = (
-    "speech2image", "torch", "diffusers", "transformers", "faster-whisper", "ctranslate2",
-    "openwakeword", "onnxruntime", "alt-profanity-check",
-)  # fmt: skip
+    "speech2image",
+    "torch",
+    "diffusers",
+    "transformers",
+    "faster-whisper",
+    "ctranslate2",
+    "openwakeword",
+    "onnxruntime",
+    "alt-profanity-check",
+)
 
 
 def new_request_id() -> str:

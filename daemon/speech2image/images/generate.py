@@ -105,11 +105,19 @@ class Generator:
         used = choose_seed(config.seed) if seed is None else seed
         image, seconds = self._run(prompt, used, config.steps, (config.width, config.height))
         return GeneratedImage(
-            image=image, seed=used, steps=config.steps, guidance=config.guidance,
-            width=image.width, height=image.height, sampler=self.sampler, model=config.model,
-            seconds=seconds, negative_prompt=config.negative_prompt, device=self.device,
+            image=image,
+            seed=used,
+            steps=config.steps,
+            guidance=config.guidance,
+            width=image.width,
+            height=image.height,
+            sampler=self.sampler,
+            model=config.model,
+            seconds=seconds,
+            negative_prompt=config.negative_prompt,
+            device=self.device,
             dtype=self.dtype_name,
-        )  # fmt: skip
+        )
 
     def _run(
         self, prompt: str, seed: int, steps: int, size: tuple[int, int] | None
@@ -124,10 +132,15 @@ class Generator:
             started = time.perf_counter()
             with torch.inference_mode():
                 result = self.pipe(
-                    prompt, negative_prompt=config.negative_prompt or None,
-                    num_inference_steps=steps, guidance_scale=config.guidance,
-                    width=width, height=height, generator=generator, output_type="pil",
-                )  # fmt: skip
+                    prompt,
+                    negative_prompt=config.negative_prompt or None,
+                    num_inference_steps=steps,
+                    guidance_scale=config.guidance,
+                    width=width,
+                    height=height,
+                    generator=generator,
+                    output_type="pil",
+                )
             image: Image.Image = result.images[0].convert("RGB")
             return image, time.perf_counter() - started
 

