@@ -84,15 +84,18 @@ def test_microphone_that_disappears_is_reopened(
     config = config_file(CONFIG)
     daemon = DaemonProcess(["--config", str(config)], pulse_server.child_env())
     try:
-        daemon.wait_for("listening", timeout=30)
+        first = daemon.wait_for("listening", timeout=30)
         virtual_mic.feed(silence(1.0))
         virtual_mic.wait_done(timeout=10)
         virtual_mic.unplug()
         lost = daemon.wait_for("error", timeout=30, stage="audio")
         assert "microphone" in lost["message"]
         virtual_mic.replug()
-        # Listening resumes (a second `listening` event) and a request spoken then is heard.
-        daemon.wait_for("listening", timeout=60)
+        # Listening resumes (a second `listening` event, naming the device it now listens
+        # on) and a request spoken then is heard.
+        resumed = daemon.wait_for("listening", timeout=60)
+        assert re.fullmatch(r"mic:#\d+ pulse", first["source"]), first
+        assert re.fullmatch(r"mic:#\d+ pulse", resumed["source"]), resumed
         virtual_mic.feed(spoken_request())
         daemon.wait_for("wake", timeout=30, model="hey_mycroft")
         daemon.wait_for("utterance", timeout=30)

@@ -6,11 +6,21 @@ Each test builds a sound file from the recordings in tests/data and runs the rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from speech2image.config import Config
+from speech2image.events import Event, Utterance, Wake
+from speech2image.listening.endpoint import EndpointSettings
+from speech2image.listening.listener import WARM_UP_FRAMES, Listener
+from speech2image.listening.vad import SileroVad
+from speech2image.listening.wake_models import resolve_wake_models
+from speech2image.listening.wakeword import OpenWakeWordScorer, WakeGate
+from speech2image.pcm import FRAME_SAMPLES, Frame
 from tests.support import (
     Run,
     concat,
@@ -152,3 +162,54 @@ def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 66
     assert f"audio file not found: {tmp_path / 'nope.flac'}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class CountingVad:
+    """The real Silero VAD, counting the frames it is run on."""
+
+    def __init__(self) -> None:
+        self.vad = SileroVad()
+        self.frames = 0
+
+    def probability(self, frame: Frame) -> float:
+        self.frames += 1
+        return self.vad.probability(frame)
+
+    def probabilities(self, frames: Sequence[Frame]) -> list[float]:
+        self.frames += len(frames)
+        return self.vad.probabilities(frames)
+
+    def reset(self) -> None:
+        self.vad.reset()
+
+
+def test_vad_runs_only_from_the_wake_until_the_utterance_ends() -> None:
+    """Idle listening is the wake word alone: the VAD sees the look-back buffer at the
+    wake, then the frames of the capture, and nothing before or after."""
+    config = Config()
+    wake = replace(config.wake, models=("hey_mycroft",))
+    files = resolve_wake_models(wake, "test")
+    scorer = OpenWakeWordScorer(files.models, files.melspectrogram, files.embedding)
+    vad = CountingVad()
+    listener = Listener(scorer, WakeGate.from_config(wake, scorer.names), vad, config.listen)
+    jfk = data_audio("jfk.flac")
+    audio = concat(
+        jfk, noise(10.0, level=0.05), data_audio("hey_mycroft_test.wav"), jfk[: int(2.4 * 16000)]
+    )
+    audio = concat(audio, silence(10.0))
+    frames = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio), FRAME_SAMPLES)]
+    frames[-1] = np.pad(frames[-1], (0, FRAME_SAMPLES - len(frames[-1])))
+    events: list[tuple[int, Event]] = []
+    for index, frame in enumerate(frames):
+        if (event := listener.process(frame)) is not None:
+            events.append((index, event))
+
+    (woke, wake_event), (ended, utterance) = events
+    assert isinstance(wake_event, Wake)
+    assert isinstance(utterance, Utterance)
+    settings = EndpointSettings.from_config(config.listen)
+    lookback = max(settings.lookback, settings.pre_roll) + 1  # what the end-pointer is given
+    buffered = lookback + WARM_UP_FRAMES + 1
+    buffered -= (woke - buffered + 1) % 2  # the warm-up starts on an even frame
+    assert vad.frames == buffered + (ended - woke)
+    assert vad.frames < len(frames) / 4, (vad.frames, len(frames))

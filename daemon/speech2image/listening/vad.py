@@ -9,6 +9,7 @@ a frame (1280 samples) holds two or three of them, the rest waits for the next.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ CONTEXT = 64
 
 class VoiceActivity(Protocol):
     def probability(self, frame: npt.NDArray[np.int16]) -> float: ...
+
+    def probabilities(self, frames: Sequence[npt.NDArray[np.int16]]) -> list[float]: ...
 
     def reset(self) -> None: ...
 
@@ -71,18 +74,39 @@ class SileroVad:
 
     def probability(self, frame: npt.NDArray[np.int16]) -> float:
         """The highest speech probability among the chunks completed by this frame."""
-        samples = np.concatenate([self._pending, frame.astype(np.float32) / 32768.0])
-        count = len(samples) // CHUNK
-        if count == 0:
-            self._pending = samples
-            return self._last
-        chunks = samples[: count * CHUNK].reshape(count, CHUNK)
+        return self.probabilities([frame])[0]
+
+    def probabilities(self, frames: Sequence[npt.NDArray[np.int16]]) -> list[float]:
+        """:meth:`probability` of each frame in turn, in one model call.
+
+        The listener catches up over its look-back buffer at a wake this way: the
+        ONNX graph runs its LSTM along the batch, so one call gives exactly the
+        numbers that frame-by-frame calls give, at about a third of the cost.
+        """
+        if not frames:
+            return []
+        parts = [frame.astype(np.float32) / 32768.0 for frame in frames]
+        samples = np.concatenate([self._pending, *parts])
+        ends = (len(self._pending) + np.cumsum([len(part) for part in parts])) // CHUNK
+        count = int(ends[-1])
+        probs = self._run(samples[: count * CHUNK].reshape(count, CHUNK))
+        self._pending = samples[count * CHUNK :]
+        result, done = [], 0
+        for end in ends.tolist():
+            if end > done:  # chunks done..end-1 were completed by this frame
+                self._last = float(np.max(probs[done:end]))
+                done = end
+            result.append(self._last)
+        return result
+
+    def _run(self, chunks: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Speech probability per 512-sample chunk, carrying the state across calls."""
+        if len(chunks) == 0:
+            return np.zeros(0, dtype=np.float32)
         contexts = np.vstack([self._context, chunks[:-1, -CONTEXT:]])
         batch = np.concatenate([contexts, chunks], axis=1)
         probs, self._h, self._c = self._session.run(
             None, {"input": batch, "h": self._h, "c": self._c}
         )
         self._context = chunks[-1, -CONTEXT:].copy()
-        self._pending = samples[count * CHUNK :]
-        self._last = float(np.max(probs))
-        return self._last
+        return np.asarray(probs, dtype=np.float32).reshape(-1)
