@@ -20,7 +20,8 @@ run: apt-run $(STAMP) models
 	$(BIN)/speech2image run
 
 # The tests need only the wake-word models from the network; speech, moderation and
-# test image models come from installed packages or are built by the tests.
+# test image models come from installed packages or are built by the tests (the
+# moderation embedder is exported to ONNX once, here, rather than in the first test).
 test: apt-test $(STAMP) test-models lint typecheck pytest
 
 lint: $(STAMP)
@@ -37,7 +38,7 @@ models: $(STAMP)
 	$(BIN)/speech2image models pull
 
 test-models: $(STAMP)
-	$(BIN)/speech2image models pull wake
+	$(BIN)/speech2image models pull wake moderation
 
 bench: apt-test $(STAMP) test-models
 	$(BIN)/python -m bench

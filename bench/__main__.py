@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -33,24 +34,38 @@ def machine() -> str:
 
 
 def cost_section(quick: bool) -> str:
-    rows = listening.listening_cost(60.0 if quick else 600.0)
+    pairs = 10 if quick else 40
+    rows = listening.listening_cost(60.0 if quick else 600.0, pairs)
     lines = [
         "## Listening cost",
         "",
         f"CPU seconds per second of audio on a {'1' if quick else '10'}-minute stream of",
-        "speech, music-like audio and noise (no wake word), one core's share. Goal: <= 0.02.",
-        "Baseline: openWakeWord's own `Model.predict` loop on the same frames, same run.",
+        "speech, music-like audio and noise (no wake word), one core's share. Goal: <= 0.02,",
+        "and within 5 % of the baseline: openWakeWord's own `Model.predict` loop on the same",
+        "frames. A few per cent is noise between two runs on this machine, so the stream",
+        f"is cut into {pairs} blocks, each run by both back to back (A B, B A, ...): the",
+        "ratio is taken within each pair; its median and spread are shown.",
         "",
-        "| configuration | speech2image | openWakeWord alone | ratio |",
-        "|---|---|---|---|",
+        "| configuration | speech2image | openWakeWord alone | ratio: median | IQR | min-max |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ratio = row.cpu_per_audio_s / row.baseline_per_audio_s
+        ratios = row.ratios
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
         lines.append(
             f"| {row.label} | {row.cpu_per_audio_s:.4f} | {row.baseline_per_audio_s:.4f} "
-            f"| {ratio:.2f}x |"
+            f"| {statistics.median(ratios):.3f}x | {q1:.3f}-{q3:.3f} "
+            f"| {ratios[0]:.3f}-{ratios[-1]:.3f} |"
         )
-    lines += ["", "The difference is the Silero VAD, run on every frame for the end-pointer."]
+    lines += [
+        "",
+        "While idle the listener runs only the wake-word models and keeps the last few",
+        "seconds of raw audio; the Silero VAD runs from a wake onward (over that buffer,",
+        "then per frame) and stops when the utterance has ended. Run on every frame, as it",
+        "was until 0.1.0, it made listening cost 1.26x openWakeWord alone with 1 model and",
+        "with 3 (measured the same way, median of 40 pairs, 2026-11-30; 1.15x in the",
+        "single runs this table showed before).",
+    ]
     return "\n".join(lines)
 
 
@@ -127,18 +142,29 @@ def speech_section(quick: bool) -> str:
     return "\n".join(lines)
 
 
+def _category_table(results: list[tuple[str, moderation.Quality]]) -> list[str]:
+    categories = sorted(results[0][1].toxic_by_category)
+    rows = ["| backends | " + " | ".join(categories) + " |", "|---" * (len(categories) + 1) + "|"]
+    for label, q in results:
+        rows.append(f"| {label} | " + " | ".join(f"{q.category_recall(c):.2f}" for c in categories))
+    return [row if row.endswith("|") else row + " |" for row in rows]
+
+
 def moderation_section(quick: bool) -> str:
     lines = [
         "## Moderation quality",
         "",
-        "Labeled spoken-style image prompts in `tests/data/moderation/` (see its README):",
-        "`test.tsv` (321 prompts, written blind, nothing tuned or chosen on it) is the result;",
-        "`heldout.tsv` (263) served as validation while the rules, thresholds and default",
-        "backends were chosen, so it flatters them a little. A prompt counts as rejected when",
-        "any backend of the configuration rejects it. Goal for the default: recall >= 0.9,",
+        "Labeled spoken-style image prompts in `tests/data/moderation/` (see its README).",
+        "Blind, evaluated once, nothing tuned or chosen on them: `test.tsv` (321, Detoxify's",
+        "labels) and `test_harms.tsv` (360, the picture harms, committed before any rule",
+        "for them). Validation, on which the rules, thresholds and default were chosen, so",
+        "they flatter a little: `heldout.tsv` (263) and `dev_harms.tsv` (200).",
+        "`misheard.tsv`: 833 of Whisper tiny.en's real garbles of harmless prompts (all",
+        "benign: only a false-positive rate). A prompt counts as rejected when any backend",
+        "of the configuration rejects it. Goal for the default: the highest recall at a",
         "false-positive rate <= 0.03.",
     ]
-    for name in ("test.tsv", "heldout.tsv"):
+    for name in ("test.tsv", "test_harms.tsv", "heldout.tsv", "dev_harms.tsv", "misheard.tsv"):
         lines += [
             "",
             f"`{name}`:",
@@ -146,18 +172,22 @@ def moderation_section(quick: bool) -> str:
             "| backends | precision | recall | false-positive rate | missed by category |",
             "|---|---|---|---|---|",
         ]
-        for label, q in moderation.quality(name):
+        results = moderation.quality(name)
+        for label, q in results:
             missed = ", ".join(f"{k} {v}" for k, v in sorted(q.missed.items())) or "-"
             lines.append(
                 f"| {label} | {q.precision:.3f} | {q.recall:.3f} "
                 f"| {q.false_positive_rate:.3f} | {missed} |"
             )
+        if name == "test_harms.tsv":
+            lines += ["", "Recall per category on `test_harms.tsv`:", ""]
+            lines += _category_table(results)
     lines += [
         "",
         "## Moderation latency",
         "",
-        "Milliseconds per `check` over every prompt of dev.tsv and heldout.tsv, after a",
-        "warm-up. Goal: default combination <= 5 ms p99.",
+        "Milliseconds per `check` over every prompt of dev.tsv, heldout.tsv and",
+        "dev_harms.tsv, after a warm-up. Goal: default combination <= 5 ms p99.",
         "",
         "| backends | p50 | p99 |",
         "|---|---|---|",

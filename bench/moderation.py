@@ -1,8 +1,9 @@
 """Moderation quality and latency on the labeled prompt sets in tests/data/moderation/.
 
-Precision, recall and false-positive rate per backend and for the default
-combination, on heldout.tsv (never used to tune anything) and dev.tsv (the
-lexicon was written against it, so its figures flatter the lexicon).
+Precision, recall and false-positive rate per combination of backends, on the blind
+sets (test.tsv, test_harms.tsv: written before the rules and head they judge, never
+tuned on), the validation sets (heldout.tsv, dev_harms.tsv) and Whisper's real
+mishearings of harmless prompts (misheard.tsv), plus recall per harm category.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from speech2image.config import ModerationConfig
@@ -20,6 +21,7 @@ from speech2image.moderation.combined import build_moderator
 from speech2image.moderation.verdict import Moderator
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "moderation"
+LATENCY_SETS = ("dev.tsv", "heldout.tsv", "dev_harms.tsv")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class Quality:
     true_neg: int
     missed: Counter[str]
     wrongly_blocked: tuple[str, ...]
+    toxic_by_category: Counter[str] = field(default_factory=Counter)
+
+    def category_recall(self, category: str) -> float:
+        total = self.toxic_by_category[category]
+        return (total - self.missed[category]) / max(1, total)
 
     @property
     def precision(self) -> float:
@@ -62,6 +69,7 @@ def evaluate(moderator: Moderator, rows: Sequence[Row]) -> Quality:
     tp = fp = fn = tn = 0
     missed: Counter[str] = Counter()
     blocked: list[str] = []
+    totals = Counter(row.category for row in rows if row.toxic)
     for row in rows:
         rejected = not moderator.check(row.text).allowed
         if row.toxic and rejected:
@@ -74,22 +82,27 @@ def evaluate(moderator: Moderator, rows: Sequence[Row]) -> Quality:
             blocked.append(row.text)
         else:
             tn += 1
-    return Quality(moderator.name, tp, fp, fn, tn, missed, tuple(blocked))
+    return Quality(moderator.name, tp, fp, fn, tn, missed, tuple(blocked), totals)
+
+
+COMBINATIONS = (
+    ("profanity",),
+    ("lexicon",),
+    ("semantic",),
+    ("profanity", "lexicon"),
+    ("lexicon", "semantic"),
+    ("profanity", "lexicon", "semantic"),
+)
 
 
 def configurations() -> dict[str, ModerationConfig]:
+    """Every combination, with the default thresholds; the default one is marked."""
     default = ModerationConfig()
-    return {
-        "profanity": replace(default, backends=("profanity",)),
-        "lexicon": replace(default, backends=("lexicon",)),
-        "semantic": replace(default, backends=("semantic",)),
-        "profanity + lexicon": replace(default, backends=("profanity", "lexicon")),
-        "lexicon + semantic": replace(default, backends=("lexicon", "semantic")),
-        "profanity + lexicon + semantic": replace(
-            default, backends=("profanity", "lexicon", "semantic")
-        ),
-        f"default ({' + '.join(default.backends)})": default,
-    }
+    configs = {}
+    for backends in COMBINATIONS:
+        label = " + ".join(backends) + (" (default)" if backends == default.backends else "")
+        configs[label] = replace(default, backends=backends)
+    return configs
 
 
 def quality(name: str) -> list[tuple[str, Quality]]:
@@ -101,8 +114,8 @@ def quality(name: str) -> list[tuple[str, Quality]]:
 
 
 def latency(repeats: int = 3) -> list[tuple[str, float, float]]:
-    """p50 and p99 milliseconds per check, over every prompt in both sets."""
-    texts = [row.text for name in ("dev.tsv", "heldout.tsv") for row in load(name)]
+    """p50 and p99 milliseconds per check, over every prompt of the development sets."""
+    texts = [row.text for name in LATENCY_SETS for row in load(name)]
     results = []
     for label, config in configurations().items():
         moderator = build_moderator(config, "bench")

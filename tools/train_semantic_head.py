@@ -2,16 +2,22 @@
 
     .venv/bin/python tools/train_semantic_head.py
 
-Trains on tests/data/moderation/train.tsv and dev.tsv (never heldout.tsv, which is
-kept for the figures in BENCHMARKS.md), picks the regularisation by 5-fold
-cross-validation on that training data, and writes
+Trains on tests/data/moderation/train.tsv, dev.tsv, train_harms.tsv and
+misheard_train.tsv (Whisper's garbles of harmless training prompts, as benign; never
+heldout.tsv or dev_harms.tsv, kept for validation, nor the blind test sets), picks
+the regularisation by 5-fold cross-validation on that training data, and writes
 daemon/speech2image/data/semantic_head.npz. Deterministic: the same data and
 embedding model give the same weights.
+
+The features come from the daemon's own embedder (the int8 ONNX model, one prompt
+at a time, built into the user cache on first use), so the head is trained on
+exactly the numbers it will be applied to.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 from pathlib import Path
 
@@ -19,12 +25,13 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from speech2image.moderation.semantic import CLASSES, SentenceEmbedder
+from speech2image.moderation.embedder import OnnxEmbedder
+from speech2image.moderation.semantic import CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "moderation"
 OUT = ROOT / "daemon" / "speech2image" / "data" / "semantic_head.npz"
-TRAINING_SETS = ("train.tsv", "dev.tsv")
+TRAINING_SETS = ("train.tsv", "dev.tsv", "train_harms.tsv", "misheard_train.tsv")
 STRENGTHS = (1.0, 4.0, 16.0, 64.0, 256.0)
 
 
@@ -43,10 +50,11 @@ def toxic_recall_and_fpr(truth: np.ndarray, probabilities: np.ndarray) -> tuple[
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the one-time ONNX export
     data = [row for name in TRAINING_SETS for row in rows(name)]
     labels = np.array([CLASSES.index(label) for label, _ in data])
     print(f"embedding {len(data)} prompts ...", file=sys.stderr)
-    features = SentenceEmbedder().embed([text for _, text in data])
+    features = OnnxEmbedder().embed([text for _, text in data])
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
     best, best_score = STRENGTHS[0], -1.0
     for strength in STRENGTHS:

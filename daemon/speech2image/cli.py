@@ -20,7 +20,7 @@ log = logging.getLogger("speech2image")
 
 EX_FAILURE = 1
 EX_NOINPUT = 66
-MODEL_KINDS = ("wake", "speech", "image")
+MODEL_KINDS = ("wake", "speech", "moderation", "image")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("text", metavar="TEXT")
     check.add_argument("--json", action="store_true", help="the verdict as JSON")
+    check.add_argument(
+        "--language", metavar="CODE", help="the prompt's language if known (else identified)"
+    )
     check.set_defaults(command=cmd_check_prompt)
 
     generate = sub.add_parser(
@@ -217,6 +220,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     from .images.pull import pull_image_model
     from .listening.wake_models import pull_wake_models, wake_model_dir
     from .model_files import ModelError
+    from .moderation.embedder import prepare_embedder
     from .speech.transcribe import pull_speech_model
 
     config = load_config(args.config)
@@ -230,6 +234,8 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
             pull_wake_models(wake_model_dir(config.wake), say)
         if "speech" in kinds:
             pull_speech_model(config.speech, say)
+        if "moderation" in kinds and "semantic" in config.moderation.backends:
+            prepare_embedder(say)  # no download: an ONNX export of the packaged weights
         if "image" in kinds:
             pull_image_model(config.image, say)
     except ModelError as exc:
@@ -273,11 +279,14 @@ def cmd_check_prompt(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     try:
-        verdict = build_moderator(config.moderation, config.source).check(args.text)
+        moderator = build_moderator(config.moderation, config.source)
+        verdict = moderator.check(args.text, language=args.language)
     except ModelError as exc:
         return _fail(str(exc), EX_CONFIG)
     if args.json:
         print(json.dumps(dataclasses.asdict(verdict), indent=2))
+    elif verdict.unsupported:
+        print(f"rejected (unsupported: {verdict.unsupported})")
     else:
         state = "allowed" if verdict.allowed else f"rejected ({', '.join(verdict.flagged)})"
         print(f"{state} by {verdict.backend}")

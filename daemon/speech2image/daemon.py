@@ -29,7 +29,7 @@ from .listening.listener import Listener
 from .listening.vad import SileroVad
 from .listening.wake_models import resolve_wake_models
 from .listening.wakeword import OpenWakeWordScorer, WakeGate
-from .moderation.verdict import Moderator
+from .moderation.verdict import PromptModerator
 from .request import Request
 from .shutdown import Shutdown
 from .speech.transcribe import Transcriber
@@ -59,7 +59,7 @@ class Stages:
     """Everything after the listener, loaded and warm. Tests and benchmarks pass their own."""
 
     transcriber: Transcriber
-    moderator: Moderator
+    moderator: PromptModerator
     generator: ImageSource
     writer: GalleryWriter
     notifier: Any  # a DesktopNotifier (an EventSink with close(timeout)), or None
@@ -182,7 +182,8 @@ class Daemon:
                 self._finish_queued()  # the input ended: every request gets its answer
             if self.shutdown.requested:
                 self._wait_for_workers()
-        self.ledger.abandon_open("the daemon stopped before this request was finished")
+        last_writes = min(1.0, self.shutdown.left(AFTER_NOTIFIER_S) or 1.0)
+        self.ledger.abandon_open("the daemon stopped before this request was finished", last_writes)
         self.sink.emit(
             Stopped(
                 id=None,

@@ -90,11 +90,13 @@ class ImageWritten(Event):
     seconds: float  # inside the diffusion call
 
 
-RejectReason = Literal["empty", "toxic", "busy", "error", "shutdown"]
+RejectReason = Literal["empty", "unclear", "toxic", "unsupported", "busy", "error", "shutdown"]
 # Why a request got no picture: the one list, in the README's words. New reasons go here.
 REJECT_REASONS: dict[str, str] = {
     "empty": "nothing was said after the wake word, or Whisper made words up for silence",
+    "unclear": "something was said, but Whisper was unsure of the words (`detail` has them)",
     "toxic": "moderation refused the prompt (`flagged` names the labels)",
+    "unsupported": "the prompt is in a language moderation does not cover (`detail` names it)",
     "busy": "earlier requests were still queued for transcription or drawing",
     "error": "a stage failed; an `error` event before it says which and why",
     "shutdown": "the daemon was stopped (SIGTERM, SIGINT) before the request finished",

@@ -31,7 +31,9 @@ class Ledger:
         self._sink = sink
         self._clock = clock
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)
         self._open: dict[str, Request] = {}
+        self._finishing: set[str] = set()  # claimed by a stage about to end them
         self._closed: OrderedDict[str, str] = OrderedDict()  # id -> how it ended
 
     def open(self, request: Request) -> None:
@@ -54,6 +56,22 @@ class Ledger:
         with self._lock:
             return list(self._open)
 
+    def claim(self, request_id: str) -> bool:
+        """Reserve an open request for the stage about to end it (say, by writing its
+        picture): ``abandon_open`` then waits for that stage instead of ending the
+        request under it. False when the request has already ended."""
+        with self._lock:
+            if request_id not in self._open:
+                return False
+            self._finishing.add(request_id)
+            return True
+
+    def release(self, request_id: str) -> None:
+        """The claimed stage is done, whether or not it ended the request."""
+        with self._lock:
+            self._finishing.discard(request_id)
+            self._ended.notify_all()
+
     def emit(self, event: Event) -> None:
         if is_terminal(event) and not self._close(event):
             return
@@ -65,6 +83,8 @@ class Ledger:
         with self._lock:
             if request_id in self._open:
                 del self._open[request_id]
+                self._finishing.discard(request_id)
+                self._ended.notify_all()
                 self._closed[request_id] = event.type
                 while len(self._closed) > REMEMBERED_CLOSED:
                     self._closed.popitem(last=False)
@@ -91,8 +111,14 @@ class Ledger:
         self.emit(Error(id=request_id, t=now, stage=stage, message=message))
         self.emit(Rejected(id=request_id, t=now, reason="error", detail=f"{stage}: {message}"))
 
-    def abandon_open(self, detail: str) -> int:
-        """End every open request as ``rejected: shutdown``; how many there were."""
+    def abandon_open(self, detail: str, wait: float = 1.0) -> int:
+        """End every open request as ``rejected: shutdown``; how many there were.
+
+        A request a stage has claimed gets up to ``wait`` seconds to be ended by it
+        (a picture being written is kept, not left on disk without its event).
+        """
+        with self._lock:
+            self._ended.wait_for(lambda: not self._finishing, timeout=wait)
         ids = self.pending()
         for request_id in ids:
             self.emit(Rejected(id=request_id, t=self._clock(), reason="shutdown", detail=detail))

@@ -22,10 +22,10 @@ from .events import Accepted, ImageWritten, Rejected, Transcript
 from .gallery.writer import GalleryError, GalleryWriter
 from .images.generate import GeneratedImage
 from .ledger import Ledger
-from .moderation.verdict import Moderator, Verdict
+from .moderation.verdict import PromptModerator, Verdict
 from .pcm import SAMPLE_RATE, Frame
 from .request import ImagePart, ModerationPart, Request
-from .speech.guard import hallucination
+from .speech.guard import judge
 from .speech.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,11 @@ class ImageSource(Protocol):
 
 
 def verdict_event(request: Request, now: float, verdict: Verdict) -> Accepted | Rejected:
-    """The moderation verdict as the event the stream carries: accepted or rejected: toxic."""
+    """The moderation verdict as the event the stream carries: accepted, or rejected as
+    toxic or as unsupported (a language moderation cannot read)."""
+    if verdict.unsupported:
+        log.info("request rejected: a language moderation does not cover")
+        return Rejected(id=request.id, t=now, reason="unsupported", detail=verdict.unsupported)
     if verdict.allowed:
         log.info("request accepted")
         return Accepted(id=request.id, t=now, text=request.prompt, scores=verdict.scores)
@@ -69,11 +73,17 @@ def verdict_event(request: Request, now: float, verdict: Verdict) -> Accepted | 
     )
 
 
-def moderate(request: Request, moderator: Moderator, ledger: Ledger, now: Clock) -> Request | None:
+def moderate(
+    request: Request,
+    moderator: PromptModerator,
+    ledger: Ledger,
+    now: Clock,
+    language: str | None = None,
+) -> Request | None:
     """The request with its verdict, when accepted; None when it ended here."""
     started = time.perf_counter()
     try:
-        verdict = moderator.check(request.prompt)
+        verdict = moderator.check(request.prompt, language)
     except Exception as exc:  # this request failed; the next one may work
         ledger.fail(request.id, "moderation", str(exc))
         return None
@@ -91,7 +101,7 @@ class Understand:
         self,
         config: SpeechConfig,
         transcriber: Transcriber,
-        moderator: Moderator,
+        moderator: PromptModerator,
         ledger: Ledger,
         *,
         clock: Clock,
@@ -127,14 +137,30 @@ class Understand:
                 seconds=result.seconds,
             )
         )
-        why = hallucination(result, self._config)
-        if why is not None:
-            log.info("nothing usable was said (%s)", why)
-            self._ledger.emit(Rejected(id=request.id, t=self._clock(), reason="empty", detail=why))
+        judgement = judge(result, self._config)
+        if judgement is not None:
+            # unclear: the words go in `detail` (events only, like the transcript), so
+            # the user sees what was heard; logs say only why.
+            log.info("no usable request (%s: %s)", judgement.reason, judgement.why)
+            detail = self._heard(result.text) if judgement.reason == "unclear" else judgement.why
+            self._ledger.emit(
+                Rejected(id=request.id, t=self._clock(), reason=judgement.reason, detail=detail)
+            )
             return
-        accepted = moderate(request, self._moderator, self._ledger, self._clock)
+        # Whisper's language is a detection only when [speech] language = "" (auto).
+        detected = result.language if not self._config.language else None
+        accepted = moderate(request, self._moderator, self._ledger, self._clock, detected)
         if accepted is not None:
             self._forward(accepted)
+
+    def _heard(self, words: str) -> str:
+        """The words of an unclear request, to show the user, unless moderation objects:
+        a notification must not put on screen what it would have refused to draw."""
+        try:
+            shown = self._moderator.check(words).allowed
+        except Exception:  # unsure: show nothing rather than something refused
+            shown = False
+        return words if shown else ""
 
 
 class Draw:
@@ -168,9 +194,15 @@ class Draw:
             return None
         request = request.with_image(image_part(made), made.seconds)
         self._ledger.record(request)
-        if self._too_late():
-            log.info("a picture finished after the daemon stopped waiting; not stored")
+        if self._too_late() or not self._ledger.claim(request.id):
+            log.info("a picture finished after its request had ended (stopping); not stored")
             return None
+        try:
+            return self._store(made, request)
+        finally:
+            self._ledger.release(request.id)
+
+    def _store(self, made: GeneratedImage, request: Request) -> Path | None:
         try:
             path = self._writer.write(made.image, request)
         except GalleryError as exc:

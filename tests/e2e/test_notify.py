@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from speech2image.config import NotifyConfig
-from speech2image.desktop.notify import DesktopNotifier
+from speech2image.desktop.notify import DesktopNotifier, rejected_body, request_for
 from speech2image.events import Error, Event, ImageWritten, Rejected
 
 try:
@@ -296,3 +296,41 @@ def test_reconnects_after_the_bus_restarts(
             server.stop()
         bus.stop()
         shutil.rmtree(bus.workdir, ignore_errors=True)
+
+
+HEARD = "a rid fax in the snew"
+
+
+def test_unclear_request_quotes_what_was_heard() -> None:
+    """Said but unclear: the user sees the words Whisper made out, and says it again."""
+    request = request_for(rejected("unclear", HEARD), NotifyConfig())
+    assert request is not None
+    assert request.summary == "speech2image: request rejected"
+    assert request.body == f'Didn\'t catch that clearly: "{HEARD}". Please say it again.'
+    assert request.urgency == 1
+    assert request.image_path is None
+
+
+def test_unclear_wording_without_words_and_with_too_many() -> None:
+    assert rejected_body(rejected("unclear")) == "Didn't catch that clearly. Please say it again."
+    body = rejected_body(rejected("unclear", " ".join(["a red fox"] * 60)))
+    quoted = body.split('"')[1]
+    assert len(quoted) <= 120
+    assert quoted.endswith("\u2026")  # cut at a word, and says so
+    assert quoted[:-1].split()[-1] in {"a", "red", "fox"}
+    assert body.endswith('". Please say it again.')
+
+
+def test_unclear_has_its_own_switch() -> None:
+    assert request_for(rejected("unclear", HEARD), NotifyConfig(unclear=False)) is None
+    assert request_for(rejected("empty"), NotifyConfig(unclear=False)) is not None
+    assert request_for(rejected("unclear", HEARD), NotifyConfig(empty=False)) is not None
+
+
+def test_unclear_notification_reaches_the_desktop(
+    make_notifier: MakeNotifier, notification_server: NotificationServer
+) -> None:
+    send_all(make_notifier(), rejected("unclear", HEARD))
+    (call,) = notification_server.calls
+    assert call.body == f'Didn\'t catch that clearly: "{HEARD}". Please say it again.'
+    assert call.hints == {"urgency": 1}

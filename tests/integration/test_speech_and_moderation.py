@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from speech2image.config import SpeechConfig
+from speech2image.speech.guard import judge
+from speech2image.speech.transcribe import WhisperTranscriber
 from tests.support import (
     Run,
     breathing,
     concat,
     cough,
     data_audio,
+    noise,
     run_cli,
     silence,
     word_error_rate,
@@ -189,3 +193,56 @@ def test_missing_speech_model_names_key_and_fix(
     assert str(tmp_path / "hub") in result.stderr
     assert "speech2image models pull" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperTranscriber:
+    """tiny.en with the default [speech] settings."""
+    return WhisperTranscriber(SpeechConfig(), "test")
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [silence(3.0), noise(3.0, level=0.05), noise(5.0, level=0.3, seed=3), cough()],
+    ids=["silence", "noise", "loud noise", "cough"],
+)
+def test_silence_and_noise_are_empty_with_the_default_thresholds(
+    whisper: WhisperTranscriber, audio: np.ndarray
+) -> None:
+    """faster-whisper itself drops them (no-speech probability ~0.85, log-prob ~-2.5)."""
+    result = whisper.transcribe(audio)
+    assert result.segments == ()
+    verdict = judge(result, whisper.config)
+    assert verdict is not None
+    assert verdict.reason == "empty"
+
+
+def test_a_looser_no_speech_threshold_reaches_faster_whisper(
+    whisper: WhisperTranscriber,
+) -> None:
+    """[speech] no_speech_threshold is passed to faster-whisper: loosened, the segment it
+    dropped by default comes back (what tiny.en says over silence: "the"), and the guard
+    still knows it for nothing said."""
+    default = whisper.transcribe(silence(3.0))
+    loose = WhisperTranscriber(SpeechConfig(no_speech_threshold=1.0), "test")
+    kept = loose.transcribe(silence(3.0))
+    assert default.segments == ()
+    (segment,) = kept.segments
+    assert segment.text.lower().strip(" .") == "the"
+    assert segment.no_speech_prob > 0.6  # what faster-whisper's default dropped it for
+    assert segment.avg_logprob < -1.0
+    verdict = judge(kept, loose.config)
+    assert verdict is not None
+    assert verdict.reason == "empty"
+
+
+def test_a_stricter_no_speech_threshold_reaches_faster_whisper(
+    whisper: WhisperTranscriber,
+) -> None:
+    """And the other way: breathing gives a segment at the default (no-speech probability
+    ~0.5, under 0.6), which faster-whisper drops once the threshold is below it."""
+    default = whisper.transcribe(breathing(5.0))
+    (segment,) = default.segments
+    assert 0.45 < segment.no_speech_prob < 0.6
+    strict = WhisperTranscriber(SpeechConfig(no_speech_threshold=0.45), "test")
+    assert strict.transcribe(breathing(5.0)).segments == ()

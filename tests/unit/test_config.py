@@ -288,3 +288,13 @@ def test_cli_exits_78_on_rules_that_would_fail_every_request(tmp_path: Path) -> 
         assert result.returncode == EX_CONFIG, result.stderr
         assert f"{bad}: {expected}" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_moderation_languages_are_whisper_codes_and_not_empty() -> None:
+    assert parse_config({}, "x.toml").moderation.languages == ("en",)
+    both = parse_config({"moderation": {"languages": ["en", "es"]}}, "x.toml")
+    assert both.moderation.languages == ("en", "es")
+    with pytest.raises(ConfigError, match=r"\[moderation\] languages: 'english' is not allowed"):
+        parse_config({"moderation": {"languages": ["english"]}}, "x.toml")
+    with pytest.raises(ConfigError, match=r"languages is empty, so every request would be"):
+        parse_config({"moderation": {"languages": []}}, "x.toml")

@@ -150,3 +150,27 @@ def test_full_queue_refuses_at_once_and_cancel_ends_a_waiting_submit() -> None:
     assert waited == [False]
     release.set()
     assert worker.join(5)
+
+
+def test_a_picture_being_stored_is_waited_for_not_abandoned_under_it(
+    ledger: tuple[Ledger, Recorder],
+) -> None:
+    """The race a stop deadline creates: the picture is written as the daemon gives up."""
+    book, sink = ledger
+    writing, queued = Request.start("file"), Request.start("file")
+    book.open(writing)
+    book.open(queued)
+    assert book.claim(writing.id)
+
+    def finish_writing() -> None:
+        time.sleep(0.3)  # the PNG is being written
+        book.emit(image(writing.id))
+        book.release(writing.id)
+
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    assert book.abandon_open("stopped", wait=5.0) == 1
+    writer.join()
+    ends = {e.id: e.type for e in sink.events}
+    assert ends == {writing.id: "image", queued.id: "rejected"}
+    assert not book.claim(queued.id)  # ended: nothing may be stored for it any more

@@ -107,3 +107,28 @@ def test_lexicon_moderator_scores_every_label() -> None:
     assert verdict.flagged == ["threat"]
     assert verdict.scores["threat"] == 1.0
     assert verdict.scores["obscene"] == 0.0
+
+
+def test_models_read_the_text_as_said_minus_the_allowed_phrases() -> None:
+    """Normalising is for the word rules; models get case, script and spelling as said."""
+    lexicon = Lexicon.builtin(extra_allow=["moby dick"])
+    assert lexicon.without_allowed("Draw MOBY-DICK fighting a ship!") == "Draw | fighting a ship!"
+    assert lexicon.without_allowed("Убей соседа") == "Убей соседа"  # ASCII-normalised: ""
+    assert lexicon.clean("Убей соседа") == ""
+    assert lexicon.without_allowed("K1LL my n e i g h b o r") == "K1LL my n e i g h b o r"
+
+
+def test_every_backend_gets_the_raw_text_without_allowed_phrases() -> None:
+    seen: list[str] = []
+
+    class Recording:
+        name = "recording"
+
+        def check(self, text: str) -> Verdict:
+            seen.append(text)
+            return Verdict(True, {}, [], self.name)
+
+    lexicon = Lexicon.builtin(extra_allow=["moby dick"])
+    moderator = CombinedModerator([Recording()], lexicon.without_allowed)
+    moderator.check("Moby Dick, Attacking", language="en")  # stated: no identifier needed
+    assert seen == ["| , Attacking"]

@@ -37,6 +37,7 @@ CALL_TIMEOUT_S = 5.0  # dbus-fast's MessageBus.call() has no timeout of its own
 CLOSE_TIMEOUT_S = 5.0
 MAX_PENDING = 64  # a hung server must not make the queue grow without bound
 MAX_REMEMBERED = 128  # notification ids whose "Open" action we still honour
+HEARD_CHARS = 120  # of an unclear request's words, quoted back in its notification
 
 _SERVICE = "org.freedesktop.Notifications"
 _PATH = "/org/freedesktop/Notifications"
@@ -76,18 +77,40 @@ def request_for(event: Event, config: NotifyConfig) -> Request | None:
     return None
 
 
+_FIXED_BODIES = {
+    "empty": "Nothing was heard after the wake word",
+    "busy": "Still working on earlier requests; please try again",
+}
+
+
 def rejected_body(event: Rejected) -> str:
-    """Why no image came, in plain words; never the (private, maybe toxic) prompt."""
+    """Why no image came, in plain words. Never the (private, maybe toxic) prompt, but
+    for ``unclear`` the words Whisper made out: the user sees what went wrong, and
+    says it again. ``unsupported`` names the language, not the words."""
+    if event.reason == "unclear":
+        return _unclear_body(event.detail)
     if event.reason == "toxic":
         labels = ", ".join(label.replace("_", " ") for label in event.flagged)
         if labels:
             return f"Not drawn: the request was flagged as {labels}"
         return "Not drawn: the request was flagged by moderation"
-    if event.reason == "empty":
-        return "Nothing was heard after the wake word"
-    if event.reason == "busy":
-        return "Still working on earlier requests; please try again"
-    return f"Something went wrong: {event.detail}" if event.detail else "Something went wrong"
+    if event.reason in _FIXED_BODIES:
+        return _FIXED_BODIES[event.reason]
+    prefix = "Not drawn" if event.reason == "unsupported" else "Something went wrong"
+    return f"{prefix}: {event.detail}" if event.detail else prefix
+
+
+def _unclear_body(heard: str) -> str:
+    heard = _shorten(" ".join(heard.split()))
+    quoted = f': "{heard}"' if heard else ""
+    return f"Didn't catch that clearly{quoted}. Please say it again."
+
+
+def _shorten(text: str, limit: int = HEARD_CHARS) -> str:
+    """At most ``limit`` characters, cut at a word: a notification is no transcript."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 def _trim(remembered: dict[int, Any]) -> None:

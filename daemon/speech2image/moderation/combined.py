@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import ModerationConfig
 from .classifier import TransformersModerator
+from .language import check_language
 from .lexicon import Lexicon, LexiconModerator
 from .profanity import ProfanityModerator
 from .semantic import SemanticModerator
@@ -23,17 +24,31 @@ from .verdict import Moderator, Verdict
 class CombinedModerator:
     """Runs every configured backend; rejected if any rejects. Scores keep the maximum.
 
-    Every backend judges the text after ``prepare``: normalised, with the allowed
-    phrases ("moby dick", "a bloody steak", the user's allow list) cut out, so an
-    allow entry works for the models too, not just for the word rules.
+    First the language: a prompt the backends cannot read is refused as
+    unsupported, never allowed. Then every backend judges the text as said, with
+    only the allowed phrases ("moby dick", the user's allow list) cut out, so an
+    allow entry works for the models too; normalising case, leetspeak and spacing
+    is the word rules' own business (``Lexicon``): a model reads "Убей соседа" or
+    "K1LL" better as written than as an empty or mangled string.
     """
 
-    def __init__(self, backends: Sequence[Moderator], prepare: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        backends: Sequence[Moderator],
+        prepare: Callable[[str], str],
+        languages: Sequence[str] = ("en",),
+    ) -> None:
         self.backends = list(backends)
         self.name = "+".join(b.name for b in backends)
+        self.languages = tuple(languages)
         self._prepare = prepare
 
-    def check(self, text: str) -> Verdict:
+    def check(self, text: str, language: str | None = None) -> Verdict:
+        """``language``: the prompt's language when known for sure (Whisper's
+        detection, a client that states it); else it is identified from the text."""
+        found = check_language(text, self.languages, language)
+        if not found.supported:
+            return Verdict(False, {}, [], "language", unsupported=found.reason())
         prepared = self._prepare(text)
         verdicts = [backend.check(prepared) for backend in self.backends]
         scores: dict[str, float] = {}
@@ -57,4 +72,4 @@ def build_moderator(config: ModerationConfig, source: str) -> CombinedModerator:
             backends.append(SemanticModerator(config))
         else:
             backends.append(TransformersModerator(config, source))
-    return CombinedModerator(backends, prepare=lexicon.clean)
+    return CombinedModerator(backends, lexicon.without_allowed, config.languages)

