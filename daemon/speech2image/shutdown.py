@@ -62,11 +62,15 @@ class Shutdown:
     def requested(self) -> bool:
         return self._requested.is_set()
 
-    def install(self) -> None:
-        """Handle SIGTERM and SIGINT from now on (main thread only; a no-op elsewhere)."""
+    def install(self, backstop: bool = True) -> None:
+        """Handle SIGTERM and SIGINT from now on (main thread only; a no-op elsewhere).
+
+        ``backstop``: exit the process at the deadline if it has not stopped by then;
+        only for the process that is the daemon, never inside a test runner.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
-        self._backstop = True
+        self._backstop = backstop
         for signum in SIGNALS:
             signal.signal(signum, self._on_signal)
 

@@ -39,14 +39,14 @@ def test_no_deadline_until_a_stop_is_asked() -> None:
 
 def test_signal_raises_while_loading_and_only_asks_while_running() -> None:
     shutdown = Shutdown()
-    shutdown.install()
+    shutdown.install(backstop=False)  # armed, it would end pytest itself 9.5 s later
     try:
         with pytest.raises(StopRequested):
             signal.raise_signal(signal.SIGTERM)  # the handler raises here, in the main thread
         assert shutdown.requested
         assert shutdown.signal_name == "SIGTERM"
         again = Shutdown()
-        again.install()
+        again.install(backstop=False)
         with again.signals_only_ask():
             signal.raise_signal(signal.SIGINT)
         assert again.requested
