@@ -118,10 +118,8 @@ class Daemon:
         self._wait_when_busy = False
         self._frames = 0
         self._failure: BaseException | None = None
-        self._too_late = threading.Event()  # workers still busy were left behind
-        draw = Draw(
-            self.stages.generator, self.stages.writer, self.ledger, self.now, self._too_late.is_set
-        )
+        self._left_behind = threading.Event()  # a worker was still busy at the deadline
+        draw = Draw(self.stages.generator, self.stages.writer, self.ledger, self.now)
         self._images: Worker[ToDraw] = Worker(
             "image", draw, config.image.queue, lambda item, exc: self._failed(item.request, exc)
         )
@@ -141,7 +139,7 @@ class Daemon:
     @property
     def abandoned(self) -> bool:
         """A worker was still busy (inside torch, say) when the daemon had to stop."""
-        return self._too_late.is_set()
+        return self._left_behind.is_set()
 
     def now(self) -> float:
         return self.listener.now
@@ -210,7 +208,7 @@ class Daemon:
         for worker in (self._speech, self._images):
             if not worker.join(self.shutdown.left(AFTER_WORKERS_S)):
                 log.warning("the %s worker is busy at the stop deadline; leaving it", worker.name)
-                self._too_late.set()
+                self._left_behind.set()
 
     def _failed(self, request: Request, exc: Exception) -> None:
         self.ledger.fail(request.id, "daemon", f"unexpected {type(exc).__name__}: {exc}")

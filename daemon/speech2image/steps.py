@@ -24,7 +24,7 @@ from .images.generate import GeneratedImage
 from .ledger import Ledger
 from .moderation.verdict import PromptModerator, Verdict
 from .pcm import SAMPLE_RATE, Frame
-from .request import ImagePart, ModerationPart, Request
+from .request import ModerationPart, Request
 from .speech.guard import judge
 from .speech.transcribe import Transcriber
 
@@ -166,8 +166,9 @@ class Understand:
 class Draw:
     """Generate, then store the pair atomically; reports the path or why there is none.
 
-    ``too_late`` says the daemon has given up waiting for this worker: a picture
-    finished after that is not stored, since its request has already ended.
+    Storing needs the request still open (``Ledger.claim``): a picture finished after
+    the daemon ended its request at a stop is not stored, and one being stored when
+    the stop comes is waited for.
     """
 
     def __init__(
@@ -176,13 +177,11 @@ class Draw:
         writer: GalleryWriter,
         ledger: Ledger,
         clock: Clock,
-        too_late: Callable[[], bool] = lambda: False,
     ) -> None:
         self._generator = generator
         self._writer = writer
         self._ledger = ledger
         self._clock = clock
-        self._too_late = too_late
 
     def __call__(self, item: ToDraw) -> Path | None:
         """The PNG's path, or None when there is none (the events say why)."""
@@ -192,9 +191,9 @@ class Draw:
         except Exception as exc:  # GenerationError, or anything torch raises
             self._ledger.fail(request.id, "image", str(exc))
             return None
-        request = request.with_image(image_part(made), made.seconds)
+        request = request.with_image(made.recipe, made.seconds)
         self._ledger.record(request)
-        if self._too_late() or not self._ledger.claim(request.id):
+        if not self._ledger.claim(request.id):
             log.info("a picture finished after its request had ended (stopping); not stored")
             return None
         try:
@@ -214,25 +213,9 @@ class Draw:
                 t=self._clock(),
                 path=str(path),
                 prompt=request.prompt,
-                seed=made.seed,
-                model=made.model,
+                seed=made.recipe.seed,
+                model=made.recipe.model,
                 seconds=made.seconds,
             )
         )
         return path
-
-
-def image_part(made: GeneratedImage) -> ImagePart:
-    """The recipe of a generated image, as the request record keeps it."""
-    return ImagePart(
-        seed=made.seed,
-        steps=made.steps,
-        guidance=made.guidance,
-        width=made.width,
-        height=made.height,
-        sampler=made.sampler,
-        model=made.model,
-        negative_prompt=made.negative_prompt,
-        device=made.device,
-        dtype=made.dtype,
-    )

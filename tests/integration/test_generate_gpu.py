@@ -65,7 +65,7 @@ def test_auto_means_cuda_float16(generator: Generator) -> None:
 
 def test_an_image_comes_out_of_the_gpu(generator: Generator) -> None:
     result = generator.generate("a red fox sleeping under a cherry tree", seed=42)
-    assert (result.device, result.dtype) == ("cuda", "float16")
+    assert (result.recipe.device, result.recipe.dtype) == ("cuda", "float16")
     assert result.image.size == (64, 64)
     assert result.image.mode == "RGB"
     assert np.asarray(result.image).std() > 0  # not black: float16 gave no NaNs

@@ -62,12 +62,12 @@ def test_generates_an_image_with_its_recipe(generator: Generator, tiny_model: Pa
     result = generator.generate("a red fox sleeping under a cherry tree", seed=42)
     assert result.image.size == (64, 64)
     assert result.image.mode == "RGB"
-    assert (result.seed, result.steps, result.guidance) == (42, 2, 0.0)
-    assert (result.width, result.height) == (64, 64)
-    assert result.sampler == "EulerDiscreteScheduler"  # the model's own, as saved
-    assert result.model == str(tiny_model)
-    assert (result.device, result.dtype) == ("cpu", "float32")
-    assert result.negative_prompt == ""
+    assert (result.recipe.seed, result.recipe.steps, result.recipe.guidance) == (42, 2, 0.0)
+    assert (result.recipe.width, result.recipe.height) == (64, 64)
+    assert result.recipe.sampler == "EulerDiscreteScheduler"  # the model's own, as saved
+    assert result.recipe.model == str(tiny_model)
+    assert (result.recipe.device, result.recipe.dtype) == ("cpu", "float32")
+    assert result.recipe.negative_prompt == ""
     assert 0 < result.seconds < 30
     assert np.asarray(result.image).std() > 0  # not a blank (safety-checker) image
 
@@ -80,14 +80,14 @@ def test_same_seed_same_pixels_other_seed_other_pixels(generator: Generator) -> 
 
 def test_random_seed_is_recorded_and_reproduces_the_image(generator: Generator) -> None:
     drawn = generator.generate("a red fox")  # [image] seed = -1 by default
-    assert 0 <= drawn.seed < 2**32
-    assert np.array_equal(np.asarray(drawn.image), pixels(generator, drawn.seed))
+    assert 0 <= drawn.recipe.seed < 2**32
+    assert np.array_equal(np.asarray(drawn.image), pixels(generator, drawn.recipe.seed))
 
 
 def test_fixed_seed_from_config(tiny_model: Path) -> None:
     fixed = Generator(config(tiny_model, seed=5), SOURCE)
     results = [fixed.generate("a red fox") for _ in range(2)]
-    assert [r.seed for r in results] == [5, 5]
+    assert [r.recipe.seed for r in results] == [5, 5]
     assert np.array_equal(np.asarray(results[0].image), np.asarray(results[1].image))
 
 
@@ -95,14 +95,14 @@ def test_other_scheduler_guidance_and_negative_prompt(tiny_model: Path) -> None:
     changes = {"scheduler": "DDIMScheduler", "guidance": 4.0, "negative_prompt": "blurry"}
     other = Generator(config(tiny_model, **changes), SOURCE)
     result = other.generate("a red fox", seed=1)
-    assert result.sampler == "DDIMScheduler"
-    assert (result.guidance, result.negative_prompt) == (4.0, "blurry")
+    assert result.recipe.sampler == "DDIMScheduler"
+    assert (result.recipe.guidance, result.recipe.negative_prompt) == (4.0, "blurry")
     assert result.image.size == (64, 64)
 
 
 def test_euler_scheduler_by_name(tiny_model: Path) -> None:
     named = Generator(config(tiny_model, scheduler="EulerAncestralDiscreteScheduler"), SOURCE)
-    assert named.generate("a red fox", seed=1).sampler == "EulerAncestralDiscreteScheduler"
+    assert named.generate("a red fox", seed=1).recipe.sampler == "EulerAncestralDiscreteScheduler"
 
 
 @pytest.mark.parametrize("name", ["FancyScheduler", "StableDiffusionPipeline", "torch"])
@@ -152,7 +152,7 @@ def test_hub_id_loads_from_the_local_cache_only(empty_hf_cache: Path, tiny_model
     fake_hub_cache(empty_hf_cache, "tiny/sd", tiny_model)
     cached = Generator(config("tiny/sd"), SOURCE)
     result = cached.generate("a red fox", seed=3)
-    assert result.model == "tiny/sd"
+    assert result.recipe.model == "tiny/sd"
     assert result.image.size == (64, 64)
 
 

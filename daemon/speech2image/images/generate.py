@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ImageConfig
 from ..model_files import ModelError
+from ..request import ImagePart
 from .pull import resolve_image_model, weight_files
 from .runtime import HALF, choose_seed, choose_variant, pick_device, run_with_oom_retry
 
@@ -42,20 +43,12 @@ DPMSolverMultistepScheduler, LCMScheduler"
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """An image and everything needed to make it again (the gallery embeds this)."""
+    """An image, how long it took, and its recipe: everything needed to make it again,
+    in the form the request record (and so the gallery's sidecar) keeps it."""
 
     image: Image.Image
-    seed: int
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    sampler: str  # the scheduler class name
-    model: str
     seconds: float  # inside the diffusers call
-    negative_prompt: str
-    device: str
-    dtype: str
+    recipe: ImagePart
 
 
 class Generator:
@@ -104,8 +97,7 @@ class Generator:
         config = self.config
         used = choose_seed(config.seed) if seed is None else seed
         image, seconds = self._run(prompt, used, config.steps, (config.width, config.height))
-        return GeneratedImage(
-            image=image,
+        recipe = ImagePart(
             seed=used,
             steps=config.steps,
             guidance=config.guidance,
@@ -113,11 +105,11 @@ class Generator:
             height=image.height,
             sampler=self.sampler,
             model=config.model,
-            seconds=seconds,
             negative_prompt=config.negative_prompt,
             device=self.device,
             dtype=self.dtype_name,
         )
+        return GeneratedImage(image, seconds, recipe)
 
     def _run(
         self, prompt: str, seed: int, steps: int, size: tuple[int, int] | None
