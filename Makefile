@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian/Ubuntu packages. run: PortAudio for the microphone, xdg-open for the
+# Debian/Ubuntu packages. run: PortAudio for the microphone, libpulse0 to see which
+# source PulseAudio really gives us, xdg-open for the
 # notification's "Open" button. test: a real PulseAudio server with a virtual
 # microphone and a D-Bus session bus for the end-to-end tests, espeak-ng and sox to
-# regenerate spoken fixtures (tests/data/make_fixtures.sh).
-APT_run := libportaudio2 xdg-utils
-APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon
+# regenerate spoken fixtures (tests/data/make_fixtures.sh), systemd for systemd-analyze
+# on the user unit.
+APT_run := libportaudio2 libpulse0 xdg-utils
+APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon systemd
 
 .PHONY: run test lint typecheck pytest models test-models bench bench-gpu apt-run apt-test clean
 

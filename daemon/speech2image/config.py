@@ -219,7 +219,24 @@ class NotifyConfig:
     unsupported: bool = spec(True)
     busy: bool = spec(True)
     error: bool = spec(True)
+    progress: bool = spec(True)  # one notification from "Listening…" through "Drawing 2/4"
     timeout: float = spec(8.0, lo=0.0, hi=3600.0)  # seconds on screen; 0 = until dismissed
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """``[feedback]``: how the daemon shows at once that it heard the wake word."""
+
+    sound: bool = spec(True)  # a short tone at the wake word, kept out of the utterance
+    volume: float = spec(0.3, lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    """``[debug]``: off by default; speech is private and stays in memory."""
+
+    save_audio: bool = spec(False)  # write each utterance as a WAV under audio_dir
+    audio_dir: str = spec("")  # "" = debug-audio/ under the user state directory
 
 
 @dataclass(frozen=True)
@@ -234,6 +251,8 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     source: str = field(default=BUILTIN, compare=False)
 
 
@@ -246,6 +265,8 @@ TABLES: dict[str, type[Any]] = {
     "image": ImageConfig,
     "gallery": GalleryConfig,
     "notify": NotifyConfig,
+    "feedback": FeedbackConfig,
+    "debug": DebugConfig,
 }
 
 

@@ -90,6 +90,15 @@ class ImageWritten(Event):
     seconds: float  # inside the diffusion call
 
 
+@dataclass(frozen=True, kw_only=True)
+class Progress(Event):
+    """A picture is being drawn: denoising step ``step`` of ``steps`` has finished."""
+
+    type: ClassVar[str] = "progress"
+    step: int
+    steps: int
+
+
 RejectReason = Literal["empty", "unclear", "toxic", "unsupported", "busy", "error", "shutdown"]
 # Why a request got no picture: the one list, in the README's words. New reasons go here.
 REJECT_REASONS: dict[str, str] = {
