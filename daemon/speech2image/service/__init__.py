@@ -1,0 +1,1 @@
+"""Living as a service: systemd notification, the instance lock, persistent state."""
