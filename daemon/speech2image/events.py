@@ -192,6 +192,18 @@ class FanOut:
             sink.emit(event)
 
 
+class Relay:
+    """A sink whose target is replaced while events flow (the notifier, at a reload)."""
+
+    def __init__(self, target: EventSink | None) -> None:
+        self.target = target
+
+    def emit(self, event: Event) -> None:
+        target = self.target
+        if target is not None:
+            target.emit(event)
+
+
 class LogSink:
     """Events to the debug log: they may hold private speech, so never above DEBUG."""
 

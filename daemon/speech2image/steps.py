@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .config import SpeechConfig
-from .events import Accepted, ImageWritten, Rejected, Transcript
+from .events import Accepted, ImageWritten, Progress, Rejected, Transcript
 from .gallery.writer import GalleryError, GalleryWriter
 from .images.generate import GeneratedImage
 from .ledger import Ledger
@@ -50,7 +50,12 @@ class ToDraw:
 
 
 class ImageSource(Protocol):
-    def generate(self, prompt: str, seed: int | None = None) -> GeneratedImage: ...
+    def generate(
+        self,
+        prompt: str,
+        seed: int | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> GeneratedImage: ...
 
 
 def verdict_event(request: Request, now: float, verdict: Verdict) -> Accepted | Rejected:
@@ -187,7 +192,9 @@ class Draw:
         """The PNG's path, or None when there is none (the events say why)."""
         request = item.request.timed("queue", time.monotonic() - item.queued_at)
         try:
-            made = self._generator.generate(request.prompt, request.seed)
+            made = self._generator.generate(
+                request.prompt, request.seed, on_step=self._progress(request.id)
+            )
         except Exception as exc:  # GenerationError, or anything torch raises
             self._ledger.fail(request.id, "image", str(exc))
             return None
@@ -200,6 +207,17 @@ class Draw:
             return self._store(made, request)
         finally:
             self._ledger.release(request.id)
+
+    def _progress(self, request_id: str) -> Callable[[int, int], None]:
+        """Each finished denoising step as a ``progress`` event, while the request is
+        open: once a stop has ended it, a late step would follow its terminal event."""
+
+        def on_step(step: int, steps: int) -> None:
+            if self._ledger.get(request_id) is not None:
+                now = self._clock()
+                self._ledger.emit(Progress(id=request_id, t=now, step=step, steps=steps))
+
+        return on_step
 
     def _store(self, made: GeneratedImage, request: Request) -> Path | None:
         try:

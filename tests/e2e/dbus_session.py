@@ -16,8 +16,12 @@ hide), without touching a desktop's session bus.  So:
   connection, in its own thread with its own asyncio loop (dbus-fast is
   asyncio-only, and the code under test runs its own loop in another thread).
   It records every ``Notify`` call, hints converted from ``Variant`` to plain
-  values, in a list guarded by a :class:`threading.Condition`, so tests wait on
-  conditions instead of sleeping.
+  values, and every ``CloseNotification``, in lists guarded by a
+  :class:`threading.Condition`, so tests wait on conditions instead of sleeping.
+  Like most servers it honours ``replaces_id`` (the reply is the replaced id while
+  that notification is open); ``honour_replaces=False`` makes it one of the servers
+  that answer every ``Notify`` with a new id, ``strict_replaces=True`` one that
+  refuses to replace a notification it does not know.
 
 dbus-fast pitfalls met here: ``@dbus_method`` wraps the function so that calling
 it from Python returns ``None``; signals are emitted by *calling* the
@@ -45,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from dbus_fast import RequestNameReply, Variant
+from dbus_fast import DBusError, ErrorType, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusInt32, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
@@ -53,6 +57,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 NAME = "org.freedesktop.Notifications"
 PATH = "/org/freedesktop/Notifications"
 DEFAULT_CAPS = ("actions", "body", "body-markup")
+HOLD_LIMIT_S = 4.0  # below the notifier's 5 s call timeout
 
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -191,6 +196,7 @@ class _Interface(ServiceInterface):
     def CloseNotification(self, id: DBusUInt32):  # type: ignore[no-untyped-def]  # noqa: N802
         # No "-> None": under PEP 563 dbus-fast reads the string "None" as a
         # signature and fails with "expected str, got NoneType".
+        self._server._record_close(id)
         self.NotificationClosed(id, 3)
 
     @dbus_signal()
@@ -213,10 +219,24 @@ class _Interface(ServiceInterface):
 class NotificationServer:
     """A recording notification server on ``address``; start() it, stop() it."""
 
-    def __init__(self, address: str, capabilities: tuple[str, ...] = DEFAULT_CAPS) -> None:
+    def __init__(
+        self,
+        address: str,
+        capabilities: tuple[str, ...] = DEFAULT_CAPS,
+        honour_replaces: bool = True,
+        strict_replaces: bool = False,
+    ) -> None:
         self.address = address
         self.capabilities = capabilities
+        self.honour_replaces = honour_replaces
+        self.strict_replaces = strict_replaces
         self._calls: list[NotifyCall] = []
+        self._closed: list[int] = []
+        self._open: set[int] = set()  # ids shown and not closed (by CloseNotification)
+        self._last_id = 0
+        # Set to an unset Event to make the server hang after recording a Notify (as a
+        # slow server would) until the Event is set, for at most HOLD_LIMIT_S.
+        self.hold: threading.Event | None = None
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="notif-server")
@@ -258,11 +278,34 @@ class NotificationServer:
             self._loop.close()
 
     def _record(self, *args: Any) -> int:
+        replaces_id = args[1]
         with self._changed:
-            call = NotifyCall(len(self._calls) + 1, *args)
+            if self.strict_replaces and replaces_id and replaces_id not in self._open:
+                raise DBusError(ErrorType.FAILED, f"no notification {replaces_id}")
+            if self.honour_replaces and replaces_id in self._open:
+                nid = replaces_id
+            else:
+                self._last_id += 1
+                nid = self._last_id
+            call = NotifyCall(nid, *args)
             self._calls.append(call)
+            self._open.add(nid)
             self._changed.notify_all()
-            return call.id
+        if self.hold is not None:
+            self.hold.wait(HOLD_LIMIT_S)
+        return call.id
+
+    def _record_close(self, notification_id: int) -> None:
+        with self._changed:
+            self._closed.append(notification_id)
+            self._open.discard(notification_id)
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> list[int]:
+        """The ids ``CloseNotification`` was called with, in order."""
+        with self._changed:
+            return list(self._closed)
 
     @property
     def calls(self) -> list[NotifyCall]:
@@ -281,6 +324,9 @@ class NotificationServer:
         self._run_in_loop(lambda: self._interface.ActionInvoked(notification_id, key))
 
     def close_notification(self, notification_id: int, reason: int = 2) -> None:
+        """Emit ``NotificationClosed`` as if it expired (1) or the user dismissed it (2)."""
+        with self._changed:
+            self._open.discard(notification_id)
         self._run_in_loop(lambda: self._interface.NotificationClosed(notification_id, reason))
 
     def _run_in_loop(self, fn: Callable[[], object]) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from speech2image.config import NotifyConfig
-from speech2image.desktop.notify import DesktopNotifier, rejected_body, request_for
+from speech2image.desktop.notify import DesktopNotifier
+from speech2image.desktop.wording import rejected_body, request_for
 from speech2image.events import Error, Event, ImageWritten, Rejected
 
 try:

@@ -50,12 +50,16 @@ def test_file_run_notifies_image_and_rejection(
     assert result.returncode == 0, result.stderr
     (image,) = result.of("image")
     calls = notification_server.wait_for_calls(2, timeout=20)
-    assert len(calls) == 2
-    drawn = next(c for c in calls if c.body == image["prompt"])
+    # One notification per request, updated in place: its last state is what is on screen.
+    on_screen = list({call.id: call for call in calls}.values())
+    assert len(on_screen) == 2
+    assert [call.replaces_id for call in calls].count(0) == 2
+    assert calls[0].body == "Listening…"
+    drawn = next(c for c in on_screen if c.body == image["prompt"])
     assert drawn.summary == "speech2image"
     assert drawn.hints["image-path"] == Path(image["path"]).as_uri()
     assert "default" in drawn.actions
-    refused = next(c for c in calls if c is not drawn)
+    refused = next(c for c in on_screen if c is not drawn)
     assert "rejected" in refused.summary
     assert "threat" in refused.body
 

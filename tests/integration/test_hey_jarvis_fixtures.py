@@ -88,8 +88,11 @@ def test_committed_request_files(tmp_path: Path, name: str) -> None:
         "utterance",
         "transcript",
         "accepted",
+        "progress",  # step 1 of the test tables' 2
+        "progress",
         "image",
     ]
+    assert [(e["step"], e["steps"]) for e in result.of("progress")] == [(1, 2), (2, 2)]
 
 
 def test_ordinary_speech_and_prompts_do_not_wake(tmp_path: Path) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from speech2image.config import load_config
-from speech2image.daemon import Daemon, Stages
+from speech2image.daemon import Daemon
 from speech2image.events import Event
 from speech2image.gallery.writer import GalleryWriter
 from speech2image.images.generate import GeneratedImage
 from speech2image.listening.audio import FileSource
 from speech2image.request import Request
+from speech2image.stages import Stages
 from speech2image.steps import ImageSource
 from tests.support import Run, breathing, concat, data_audio, run_cli, silence, write_wav
 
@@ -42,11 +43,16 @@ class FailsOnce:
         self._real = real
         self.calls = 0
 
-    def generate(self, prompt: str, seed: int | None = None) -> GeneratedImage:
+    def generate(
+        self,
+        prompt: str,
+        seed: int | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> GeneratedImage:
         self.calls += 1
         if self.calls == 2:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return self._real.generate(prompt, seed)
+        return self._real.generate(prompt, seed, on_step)
 
 
 class BreaksOnce:

@@ -1,10 +1,15 @@
-"""Desktop notifications (``org.freedesktop.Notifications``): an image is ready, or why not.
+"""Desktop notifications (``org.freedesktop.Notifications``): one per request, in place.
 
-The pipeline's stages must never wait on the desktop, and dbus-fast is asyncio-only, so
-one background thread owns an asyncio loop and the one bus connection; ``notify()`` only
-decides *what* to show and queues it. A missing bus or notification service is normal
-(headless box, no session): one WARNING, then notifications are off, retried at most
-every :data:`RETRY_S` s. Prompts are private: only DEBUG logs show them.
+A request's notification is shown at the wake word ("Listening…"), updated while it is
+drawn, and replaced (``replaces_id``) by the picture or by why there is none; what to
+show when is decided in :mod:`.wording`. The pipeline's stages must never wait on the
+desktop, and dbus-fast is asyncio-only, so one background thread owns an asyncio loop,
+the one bus connection and all the per-request state; ``notify()`` only hands it the
+event. Updates wait in a queue that holds at most one unsent progress update per
+request (a slow server makes updates coalesce, not pile up). A missing bus or
+notification service is normal (headless box, no session): one WARNING, then
+notifications are off, retried at most every :data:`RETRY_S` s. Prompts are private:
+only DEBUG logs show them.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import itertools
 import logging
-import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,135 +32,25 @@ from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from ..config import NotifyConfig
-from ..events import Event, ImageWritten, Rejected
+from ..events import Event
+from . import bus as dbus
+from .wording import APP_NAME, Close, Pending, Request, Track, concerns, decide, supersedes
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "speech2image"
 RETRY_S = 60.0  # after a failure to connect, notify() is a no-op for this long
-CALL_TIMEOUT_S = 5.0  # dbus-fast's MessageBus.call() has no timeout of its own
 CLOSE_TIMEOUT_S = 5.0
 MAX_PENDING = 64  # a hung server must not make the queue grow without bound
-MAX_REMEMBERED = 128  # notification ids whose "Open" action we still honour
-HEARD_CHARS = 120  # of an unclear request's words, quoted back in its notification
+MAX_REMEMBERED = 128  # notification ids and requests we still keep track of
 
-_SERVICE = "org.freedesktop.Notifications"
-_PATH = "/org/freedesktop/Notifications"
 _OPEN_KEYS = frozenset({"default", "open"})
 _ACTIONS = ["default", "Open", "open", "Open"]
-_URGENCY_NORMAL = 1
-_URGENCY_CRITICAL = 2
 
 
-@dataclass(frozen=True)
-class Request:
-    """One notification to show; ``image_path`` (absolute) makes it an image notice."""
-
-    summary: str
-    body: str
-    urgency: int
-    image_path: str | None = None
-
-
-def request_for(event: Event, config: NotifyConfig) -> Request | None:
-    """What to show for ``event``, or None; pure, so the wording is easy to test.
-
-    Plain ``Error`` events are ignored: a failed request also gets a ``rejected``
-    (reason ``error``) event, and one notification per request is enough.
-    """
-    if not config.enabled:
-        return None
-    if isinstance(event, ImageWritten):
-        if not config.image:
-            return None
-        return Request(APP_NAME, event.prompt, _URGENCY_NORMAL, os.path.abspath(event.path))
-    if isinstance(event, Rejected):
-        if not getattr(config, event.reason, False):  # [notify] has one switch per reason
-            return None
-        urgency = _URGENCY_CRITICAL if event.reason == "error" else _URGENCY_NORMAL
-        return Request(f"{APP_NAME}: request rejected", rejected_body(event), urgency)
-    return None
-
-
-_FIXED_BODIES = {
-    "empty": "Nothing was heard after the wake word",
-    "busy": "Still working on earlier requests; please try again",
-}
-
-
-def rejected_body(event: Rejected) -> str:
-    """Why no image came, in plain words. Never the (private, maybe toxic) prompt, but
-    for ``unclear`` the words Whisper made out: the user sees what went wrong, and
-    says it again. ``unsupported`` names the language, not the words."""
-    if event.reason == "unclear":
-        return _unclear_body(event.detail)
-    if event.reason == "toxic":
-        labels = ", ".join(label.replace("_", " ") for label in event.flagged)
-        if labels:
-            return f"Not drawn: the request was flagged as {labels}"
-        return "Not drawn: the request was flagged by moderation"
-    if event.reason in _FIXED_BODIES:
-        return _FIXED_BODIES[event.reason]
-    prefix = "Not drawn" if event.reason == "unsupported" else "Something went wrong"
-    return f"{prefix}: {event.detail}" if event.detail else prefix
-
-
-def _unclear_body(heard: str) -> str:
-    heard = _shorten(" ".join(heard.split()))
-    quoted = f': "{heard}"' if heard else ""
-    return f"Didn't catch that clearly{quoted}. Please say it again."
-
-
-def _shorten(text: str, limit: int = HEARD_CHARS) -> str:
-    """At most ``limit`` characters, cut at a word: a notification is no transcript."""
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rsplit(" ", 1)[0] + "…"
-
-
-def _trim(remembered: dict[int, Any]) -> None:
-    """Forget the oldest ids: servers need not say when a notification is gone."""
+def _trim(remembered: dict[Any, Any]) -> None:
+    """Forget the oldest entries: servers need not say when a notification is gone."""
     while len(remembered) > MAX_REMEMBERED:
         del remembered[next(iter(remembered))]
-
-
-def _quiet_disconnects(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """dbus-fast drops the future of a write that fails when the bus goes away, and asyncio
-    would log each one as an ERROR "Future exception was never retrieved"."""
-    if isinstance(context.get("exception"), OSError | EOFError):
-        log.debug("session bus: %s: %r", context.get("message"), context.get("exception"))
-    else:
-        loop.default_exception_handler(context)
-
-
-class _UnavailableError(Exception):
-    """No bus or no notification service: notifications are off for a while."""
-
-
-def _session_address() -> str:
-    """The session bus address; systemd user sessions may only provide the socket."""
-    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
-    if address:
-        return address
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and Path(runtime, "bus").exists():
-        return f"unix:path={Path(runtime, 'bus')}"
-    raise _UnavailableError("DBUS_SESSION_BUS_ADDRESS is not set, nor $XDG_RUNTIME_DIR/bus")
-
-
-_Target = tuple[str, str, str]  # destination, object path, interface
-_NOTIFICATIONS: _Target = (_SERVICE, _PATH, _SERVICE)
-_DBUS: _Target = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
-
-
-async def _call(bus: MessageBus, to: _Target, member: str, sig: str = "", *body: Any) -> list[Any]:
-    """Call a method; error replies raise (dbus-fast returns them), a silent peer times out."""
-    message = Message(*to, member, signature=sig, body=list(body))
-    reply = await asyncio.wait_for(bus.call(message), CALL_TIMEOUT_S)
-    if reply.message_type == MessageType.ERROR:
-        text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-        raise DBusError(reply.error_name or "unknown error", text, reply)
-    return list(reply.body)
 
 
 class DesktopNotifier:
@@ -171,7 +66,12 @@ class DesktopNotifier:
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0  # monotonic; written by the loop thread, read by callers
         # Everything below belongs to the loop thread.
-        self._queue: asyncio.Queue[Request | None] = asyncio.Queue()
+        self._pending: OrderedDict[Hashable, Pending] = OrderedDict()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._keys = itertools.count()  # queue keys for updates that never coalesce
+        self._tracks: OrderedDict[str, Track] = OrderedDict()  # request id -> what it shows
+        self._shown: OrderedDict[str, int] = OrderedDict()  # request id -> its notice's id
         self._bus: MessageBus | None = None
         self._caps: frozenset[str] = frozenset()
         self._off_warned = False
@@ -180,16 +80,18 @@ class DesktopNotifier:
         self._early: dict[int, None] = {}  # "Open" clicks that beat the Notify reply
 
     def notify(self, event: Event) -> None:
-        """Queue a notification for ``event`` if it wants one; never blocks or raises."""
+        """Hand ``event`` to the notification thread if it may change what is shown;
+        never blocks or raises."""
         try:
-            request = request_for(event, self._config)
-            if request is None or time.monotonic() < self._retry_at:
+            if not concerns(event, self._config) or time.monotonic() < self._retry_at:
                 return
             loop = self._start()
             if loop is not None:
-                loop.call_soon_threadsafe(self._enqueue, request)
-        except Exception:  # a notification is never worth failing the pipeline for
-            log.warning("could not queue a desktop notification", exc_info=True)
+                loop.call_soon_threadsafe(self._on_event, event)
+        except Exception as exc:  # a notification is never worth failing the pipeline for
+            # the type only: an exception's text may quote the prompt (private speech)
+            log.warning("could not queue a desktop notification (%s)", type(exc).__name__)
+            log.debug("queueing the notification failed", exc_info=True)
 
     emit = notify  # so a DesktopNotifier can sit in a FanOut of event sinks
 
@@ -203,7 +105,7 @@ class DesktopNotifier:
         if loop is None or thread is None:
             return
         try:
-            loop.call_soon_threadsafe(self._queue.put_nowait, None)
+            loop.call_soon_threadsafe(self._finish)
         except RuntimeError:  # the loop is already gone
             return
         thread.join(timeout)
@@ -225,27 +127,59 @@ class DesktopNotifier:
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
-        loop.set_exception_handler(_quiet_disconnects)
+        loop.set_exception_handler(dbus.quiet_disconnects)
         try:
             loop.run_until_complete(self._consume())
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    def _enqueue(self, request: Request) -> None:
-        if self._queue.qsize() >= MAX_PENDING:
+    def _finish(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+
+    def _on_event(self, event: Event) -> None:
+        """Decide what ``event`` changes (on the loop thread, which owns the tracks)."""
+        request_id = event.id
+        track = self._tracks.get(request_id) if request_id is not None else None
+        decision = decide(event, self._config, track, time.monotonic())
+        if request_id is not None and decision.track is not None:
+            self._tracks[request_id] = decision.track
+            self._tracks.move_to_end(request_id)
+            _trim(self._tracks)
+        if decision.update is not None:
+            self._enqueue(Pending(request_id, decision.update, decision.ends))
+
+    def _enqueue(self, item: Pending) -> None:
+        """Queue ``item``, in place of its request's unsent progress update if any."""
+        key: Hashable = item.request_id
+        queued = self._pending.get(key)
+        if queued is not None and supersedes(item, queued):
+            self._pending[key] = item  # keeps its place: the request's updates stay in order
+            return
+        if key is None or queued is not None:
+            key = ("unique", next(self._keys))
+        if len(self._pending) >= MAX_PENDING:
             log.debug("notification dropped: %d already pending", MAX_PENDING)
             return
-        self._queue.put_nowait(request)
+        self._pending[key] = item
+        self._wakeup.set()
 
     async def _consume(self) -> None:
-        """Send requests one at a time, in order, until close() queues None."""
+        """Send updates one at a time, in order, until close() and the queue is empty."""
         try:
-            while (request := await self._queue.get()) is not None:
+            while True:
+                while not self._pending:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                _key, item = self._pending.popitem(last=False)
                 try:
-                    await self._send(request)
-                except Exception:
-                    log.warning("desktop notification failed", exc_info=True)
+                    await self._deliver(item)
+                except Exception as exc:
+                    log.warning("desktop notification failed (%s)", type(exc).__name__)
+                    log.debug("the notification failed", exc_info=True)
         finally:
             if self._bus is not None and self._bus.connected:
                 self._bus.disconnect()  # only shuts the socket down: wait until it is closed
@@ -253,22 +187,29 @@ class DesktopNotifier:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(closed, 1.0)
 
-    async def _send(self, request: Request) -> None:
+    async def _deliver(self, item: Pending) -> None:
+        if isinstance(item.update, Close):
+            await self._close_notice(item.request_id)
+        else:
+            await self._send(item.update, item.request_id, item.ends)
+
+    async def _send(self, request: Request, request_id: str | None, ends: bool) -> None:
         """Notify, reconnecting once when the connection turns out to have dropped."""
         for _attempt in range(2):
             bus = await self._connected_bus()
             if bus is None:
                 return
+            replaces = self._shown.get(request_id, 0) if request_id is not None else 0
             try:
-                args = self._notify_args(request)
-                (nid,) = await _call(bus, _NOTIFICATIONS, "Notify", "susssasa{sv}i", *args)
+                nid = await self._notify_replacing(bus, request, replaces)
             except DBusError as exc:  # an error reply: the bus is fine
-                if exc.type != "org.freedesktop.DBus.Error.ServiceUnknown":
-                    log.warning("the notification server refused a notification: %s", exc)
+                if exc.type != dbus.SERVICE_UNKNOWN:
+                    log.warning("the notification server refused a notification: %s", exc.type)
+                    log.debug("its reason: %s", exc.text)
                     return
                 bus.disconnect()
                 self._bus = None  # reconnect (and re-read capabilities) after RETRY_S
-                self._off(f"no {_SERVICE} service on the session bus")
+                self._off(f"no {dbus.SERVICE} service on the session bus")
                 return
             except Exception as exc:
                 if bus.connected:
@@ -277,13 +218,59 @@ class DesktopNotifier:
                 log.info("lost the session bus connection; reconnecting")
                 continue
             log.debug("notification %d shown: %s: %s", nid, request.summary, request.body)
+            self._shown_as(request_id, nid, ends)
             if request.image_path is not None:
-                self._remember(int(nid), request.image_path)
+                self._remember(nid, request.image_path)
             return
 
-    def _notify_args(self, request: Request) -> list[Any]:
-        hints: dict[str, Variant] = {"urgency": Variant("y", request.urgency)}
+    async def _notify_replacing(self, bus: MessageBus, request: Request, replaces: int) -> int:
+        """``Notify`` in place of notice ``replaces`` (0: none); a server that refuses to
+        replace it (it forgot the id) gets the notification as a new one."""
+        args = self._notify_args(request, replaces)
+        try:
+            (nid,) = await dbus.call(bus, dbus.NOTIFICATIONS, "Notify", "susssasa{sv}i", *args)
+        except DBusError as exc:
+            if replaces == 0 or exc.type == dbus.SERVICE_UNKNOWN:
+                raise
+            log.debug("notification %d not replaced (%s); a new one instead", replaces, exc)
+            args[1] = 0
+            (nid,) = await dbus.call(bus, dbus.NOTIFICATIONS, "Notify", "susssasa{sv}i", *args)
+        return int(nid)
+
+    def _shown_as(self, request_id: str | None, nid: int, ends: bool) -> None:
+        """Remember the request's notice id for its next update; forget it at the end
+        (the id the server returned: some honour ``replaces_id``, some issue a new one)."""
+        if request_id is None:
+            return
+        if ends:
+            self._shown.pop(request_id, None)
+            return
+        self._shown[request_id] = nid
+        self._shown.move_to_end(request_id)
+        _trim(self._shown)
+
+    async def _close_notice(self, request_id: str | None) -> None:
+        """Close the request's progress notice: its end has no notification to replace it."""
+        nid = self._shown.pop(request_id, None) if request_id is not None else None
+        bus = self._bus
+        if nid is None or bus is None or not bus.connected:
+            return  # never shown, or shown on a connection (a server) that has gone since
+        try:
+            await dbus.call(bus, dbus.NOTIFICATIONS, "CloseNotification", "u", nid)
+        except DBusError as exc:  # e.g. the user closed it already
+            log.debug("notification %d could not be closed: %s", nid, exc)
+        except Exception as exc:
+            if bus.connected:
+                log.warning("the notification server did not answer: %r", exc)
+        else:
+            log.debug("notification %d closed", nid)
+
+    def _notify_args(self, request: Request, replaces: int = 0) -> list[Any]:
+        urgency = Variant("y", request.urgency)
+        hints: dict[str, Variant] = {"urgency": urgency}
         icon, actions = "", []
+        if request.progress:  # the wake tone is the sound; updates must not chime
+            hints["suppress-sound"] = Variant("b", True)
         if request.image_path is not None:
             icon = request.image_path
             hints["image-path"] = Variant("s", Path(request.image_path).as_uri())
@@ -293,10 +280,14 @@ class DesktopNotifier:
         if "body-markup" in self._caps:  # or "<b>" and "&" in a prompt are markup
             body = html.escape(body, quote=False)
         expire_ms = round(self._config.timeout * 1000)
-        return [APP_NAME, 0, icon, request.summary, body, actions, hints, expire_ms]
+        return [APP_NAME, replaces, icon, request.summary, body, actions, hints, expire_ms]
 
     async def _connected_bus(self) -> MessageBus | None:
-        """The live connection, or a new one; None while notifications are off."""
+        """The live connection, or a new one; None while notifications are off.
+
+        A new connection forgets every notification id: they belonged to a server
+        that may have restarted since (a new bus has a new server).
+        """
         if self._bus is not None:
             if self._bus.connected:
                 return self._bus
@@ -305,33 +296,37 @@ class DesktopNotifier:
             return None
         try:
             self._bus = await self._connect()
-        except _UnavailableError as exc:
+        except dbus.UnavailableError as exc:
             self._off(str(exc))
             return None
         self._retry_at = 0.0
+        for remembered in (self._shown, self._images, self._early):
+            remembered.clear()
         if self._off_warned:
             self._off_warned = False
             log.info("desktop notifications are back on")
         return self._bus
 
     async def _connect(self) -> MessageBus:
-        """Connect, learn the server's capabilities, and listen for "Open" clicks."""
-        address = _session_address()
+        """Connect, learn the server's capabilities, and listen for its signals."""
+        address = dbus.session_address()
         try:  # MessageBus() itself raises for a malformed address
-            bus = MessageBus(bus_address=address, auth_timeout=CALL_TIMEOUT_S)
-            await asyncio.wait_for(bus.connect(), CALL_TIMEOUT_S)
+            bus = MessageBus(bus_address=address, auth_timeout=dbus.CALL_TIMEOUT_S)
+            await asyncio.wait_for(bus.connect(), dbus.CALL_TIMEOUT_S)
         except Exception as exc:
-            raise _UnavailableError(f"no session bus at {address} ({exc!r})") from exc
+            raise dbus.UnavailableError(f"no session bus at {address} ({exc!r})") from exc
         try:
-            (caps,) = await _call(bus, _NOTIFICATIONS, "GetCapabilities")
+            (caps,) = await dbus.call(bus, dbus.NOTIFICATIONS, "GetCapabilities")
             self._caps = frozenset(caps)
-            if "actions" in self._caps:
-                bus.add_message_handler(self._on_message)
-                rule = f"type='signal',interface='{_SERVICE}',path='{_PATH}'"
-                await _call(bus, _DBUS, "AddMatch", "s", rule)
+            # "Open" clicks, and closed notices (a progress notice that expired or was
+            # dismissed is shown anew, not replaced).
+            bus.add_message_handler(self._on_message)
+            rule = f"type='signal',interface='{dbus.SERVICE}',path='{dbus.PATH}'"
+            await dbus.call(bus, dbus.DBUS, "AddMatch", "s", rule)
         except Exception as exc:
             bus.disconnect()
-            raise _UnavailableError(f"no {_SERVICE} service on the session bus ({exc})") from exc
+            missing = f"no {dbus.SERVICE} service on the session bus ({exc})"
+            raise dbus.UnavailableError(missing) from exc
         log.debug("notification server capabilities: %s", sorted(self._caps))
         return bus
 
@@ -353,7 +348,7 @@ class DesktopNotifier:
 
     def _on_message(self, message: Message) -> None:
         """Handle ActionInvoked/NotificationClosed; other apps' ids are ignored."""
-        if message.message_type != MessageType.SIGNAL or message.interface != _SERVICE:
+        if message.message_type != MessageType.SIGNAL or message.interface != dbus.SERVICE:
             return
         if message.member == "ActionInvoked" and message.signature == "us":
             nid, key = message.body
@@ -368,7 +363,10 @@ class DesktopNotifier:
                 self._early[nid] = None
                 _trim(self._early)
         elif message.member == "NotificationClosed" and message.signature == "uu":
-            self._images.pop(message.body[0], None)
+            nid = message.body[0]
+            self._images.pop(nid, None)
+            for request_id in [r for r, shown in self._shown.items() if shown == nid]:
+                del self._shown[request_id]
 
     def _opener_available(self) -> bool:
         """Offer "Open" only if it can work; say so once if it cannot."""
@@ -389,6 +387,6 @@ class DesktopNotifier:
             self._opener_available()
             return
         except OSError as exc:
-            log.warning("could not run %s: %s", self._opener[0], exc)
+            log.warning("could not run %s: %s", self._opener[0], exc.strerror)
             return
         threading.Thread(target=process.wait, name="notify-opener", daemon=True).start()

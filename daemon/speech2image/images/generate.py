@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARM_UP_SIZE = 64  # the smallest [image] width/height; a multiple of every SD VAE's factor 8
+StepCallback = Callable[[int, int], None]  # (steps done, of how many), after each step
 SCHEDULER_EXAMPLES = "EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, DDIMScheduler, \
 DPMSolverMultistepScheduler, LCMScheduler"
 
@@ -92,11 +94,15 @@ class Generator:
         self._run("warm-up", seed=0, steps=1, size=size)
         log.info("image model warm in %.1f s", time.monotonic() - started)
 
-    def generate(self, prompt: str, seed: int | None = None) -> GeneratedImage:
-        """One image for ``prompt``; ``seed`` overrides ``[image] seed``."""
+    def generate(
+        self, prompt: str, seed: int | None = None, on_step: StepCallback | None = None
+    ) -> GeneratedImage:
+        """One image for ``prompt``; ``seed`` overrides ``[image] seed``; ``on_step`` is
+        told each finished denoising step, ``(step, steps)``, counting from 1."""
         config = self.config
         used = choose_seed(config.seed) if seed is None else seed
-        image, seconds = self._run(prompt, used, config.steps, (config.width, config.height))
+        size = (config.width, config.height)
+        image, seconds = self._run(prompt, used, config.steps, size, on_step)
         recipe = ImagePart(
             seed=used,
             steps=config.steps,
@@ -112,12 +118,20 @@ class Generator:
         return GeneratedImage(image, seconds, recipe)
 
     def _run(
-        self, prompt: str, seed: int, steps: int, size: tuple[int, int] | None
+        self,
+        prompt: str,
+        seed: int,
+        steps: int,
+        size: tuple[int, int] | None,
+        on_step: StepCallback | None = None,
     ) -> tuple[Image.Image, float]:
         import torch
 
         width, height = size or (WARM_UP_SIZE, WARM_UP_SIZE)
         config = self.config
+        progress = (
+            {} if on_step is None else {"callback_on_step_end": step_callback(on_step, steps)}
+        )
 
         def call() -> tuple[Image.Image, float]:
             generator = torch.Generator(self.device).manual_seed(seed)
@@ -132,6 +146,7 @@ class Generator:
                     height=height,
                     generator=generator,
                     output_type="pil",
+                    **progress,
                 )
             image: Image.Image = result.images[0].convert("RGB")
             return image, time.perf_counter() - started
@@ -151,6 +166,28 @@ class Generator:
         gc.collect()
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def step_callback(on_step: StepCallback, steps: int) -> Callable[..., dict[str, Any]]:
+    """diffusers' ``callback_on_step_end``, telling ``on_step`` each finished step.
+
+    The total is the pipeline's own count of timesteps when it has one (a second-order
+    scheduler such as Heun's runs more than ``steps``), else ``steps``. A progress
+    report is never worth the picture: whatever ``on_step`` raises is logged (DEBUG)
+    and ignored, and the tensors pass through untouched.
+    """
+
+    def callback(
+        pipe: Any, step_index: int, _timestep: Any, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            total = int(getattr(pipe, "num_timesteps", None) or steps)
+            on_step(step_index + 1, total)
+        except Exception:
+            log.debug("a progress callback failed; ignored", exc_info=True)
+        return kwargs
+
+    return callback
 
 
 def _load_pipeline(folder: Path, dtype: torch.dtype, variant: str | None) -> Any:
