@@ -92,7 +92,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     import numpy.typing as npt
 
@@ -101,6 +101,12 @@ SAMPLE_RATE = 16000
 CHANNELS = 1
 #: Name of the virtual microphone source inside PulseAudio.
 MIC_SOURCE = "virtmic"
+#: What PulseAudio calls it (``device.description``), as the daemon names it.
+MIC_DESCRIPTION = "Virtual Microphone"
+#: The second, real source of :meth:`PulseServer.add_tone_source`.
+TONE_SOURCE = "tonemic"
+TONE_DESCRIPTION = "Tone Microphone"
+TONE_HZ = 440
 NULL_SINK = "nullsink"
 #: Real-time chunk the feeder writes; 20 ms = 640 bytes < PIPE_BUF (atomic).
 CHUNK_FRAMES = SAMPLE_RATE // 50
@@ -113,16 +119,30 @@ class PulseError(RuntimeError):
     """The private PulseAudio server misbehaved; the message carries its log."""
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, resolved here in the parent (see :func:`_set_pdeathsig`)."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
     """Make the kernel SIGTERM pulseaudio if pytest dies without teardown.
 
     Runs between fork and exec.  Best effort: Linux only, silently skipped
     elsewhere.  Prevents orphaned servers after e.g. ``kill -9`` of pytest.
+    ``prctl`` is looked up before the fork: a ``dlopen`` in the child of a
+    process whose other thread is inside ``dlopen`` (PortAudio re-listing ALSA
+    devices while a test restarts the server) aborts the child in ld.so
+    ("Inconsistency detected by ld.so", exit code 127).
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if _PRCTL is not None:
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        _PRCTL(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _tail(path: Path, max_chars: int = 6000) -> str:
@@ -162,83 +182,80 @@ class PulseServer:
         log_dir: Path,
         *,
         timeout: float = _START_TIMEOUT_S,
+        workdir: Path | None = None,
     ) -> PulseServer:
         """Start the server and wait until it answers and the mic exists.
 
         Args:
             log_dir: Directory for ``pulseaudio.log`` (e.g. a pytest tmp dir).
             timeout: Seconds to wait for readiness before failing.
+            workdir: A directory from :meth:`new_workdir` whose socket clients were
+                already pointed at (:meth:`env_for`) while no server ran there;
+                default: a fresh one.
 
         Raises:
             PulseError: If ``pulseaudio`` is missing, exits early or is not
                 ready within ``timeout``; the message contains the log tail.
 
         """
-        exe = shutil.which("pulseaudio")
-        if exe is None or shutil.which("pactl") is None:
+        if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
             msg = "pulseaudio/pactl not installed (apt: pulseaudio pulseaudio-utils)"
             raise PulseError(msg)
-        workdir = Path(tempfile.mkdtemp(prefix="s2i-pulse-"))
-        for sub in ("runtime", "runtime/pulse", "state", "config", "home"):
-            (workdir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        (workdir / "client.conf").write_text("autospawn = no\n")
+        workdir = workdir or cls.new_workdir()
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / "pulseaudio.log"
-        sock = workdir / "pulse.sock"
-        fifo = workdir / "mic.fifo"
-        cmd = [
-            exe,
-            "--daemonize=no",
-            "--system=false",
-            "--use-pid-file=no",
-            "-n",  # no default.pa: only the modules below
-            "--exit-idle-time=-1",
-            "--disallow-exit=yes",
-            "--disallow-module-loading=no",  # unplug/replug need load-module
-            "--realtime=no",
-            "--high-priority=no",
-            "--fail=yes",  # a failing -L module aborts startup
-            "--no-cpu-limit=yes",  # a loaded CI box must not get it SIGXCPU-killed
-            "--log-target=stderr",
-            "--log-level=debug",
-            "--log-time=yes",
-            "-L",
-            f"module-native-protocol-unix socket={sock} auth-anonymous=1",
-            "-L",
-            f"module-null-sink sink_name={NULL_SINK}",
-            "-L",
-            _mic_module_args(fifo),
-        ]
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PULSE_", "DBUS_", "XDG_")) and k != "DISPLAY"
-        }
-        env.update(
-            HOME=str(workdir / "home"),
-            XDG_RUNTIME_DIR=str(workdir / "runtime"),
-            XDG_CONFIG_HOME=str(workdir / "config"),
-            PULSE_RUNTIME_PATH=str(workdir / "runtime" / "pulse"),
-            PULSE_STATE_PATH=str(workdir / "state"),
-            PULSE_CLIENTCONFIG=str(workdir / "client.conf"),
-        )
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=workdir,
-                preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - only calls prctl
-            )
-        server = cls(workdir=workdir, log_path=log_path, process=process)
+        server = cls(workdir=workdir, log_path=log_path, process=_launch(workdir, log_path))
         try:
             server._wait_ready(timeout)
         except BaseException:
             server.stop()
             raise
         return server
+
+    @staticmethod
+    def new_workdir() -> Path:
+        """A private directory for a server: socket, FIFO, runtime, state, client.conf.
+
+        Clients can be pointed at its socket (:meth:`env_for`) before any server
+        runs there -- the audio server not running yet, as at a desktop login.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix="s2i-pulse-"))
+        for sub in ("runtime", "runtime/pulse", "state", "config", "home"):
+            (workdir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        (workdir / "client.conf").write_text("autospawn = no\n")
+        return workdir
+
+    @staticmethod
+    def env_for(workdir: Path) -> dict[str, str]:
+        """:attr:`env` of a server in ``workdir``, running or not."""
+        return {
+            "PULSE_SERVER": f"unix:{workdir / 'pulse.sock'}",
+            "PULSE_CLIENTCONFIG": str(workdir / "client.conf"),
+        }
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash does; ``workdir`` (the socket path) stays.
+
+        Every client's connection and stream dies at once.  :meth:`relaunch`
+        starts a new server on the same socket.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def relaunch(self, timeout: float = _START_TIMEOUT_S) -> None:
+        """Start a new server on the same socket (after :meth:`kill`, or killing it now).
+
+        A killed server leaves its FIFO behind and ``module-pipe-source`` refuses
+        an existing path, so it is removed first.  Modules loaded with ``pactl``
+        (an extra source) are gone; the mic and null sink are back, mic default.
+        """
+        self.kill()
+        self.fifo.unlink(missing_ok=True)
+        with self._lock:
+            self._mic_module = self._sink_module = None
+        self.process = _launch(self.workdir, self.log_path, append=True)
+        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll ``pactl`` until the server answers and ``virtmic`` exists.
@@ -286,10 +303,7 @@ class PulseServer:
         autospawn.  ``HOME`` etc. are deliberately *not* overridden so the
         daemon under test keeps its normal environment.
         """
-        return {
-            "PULSE_SERVER": f"unix:{self.socket}",
-            "PULSE_CLIENTCONFIG": str(self.workdir / "client.conf"),
-        }
+        return self.env_for(self.workdir)
 
     def child_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Return ``os.environ`` + :attr:`env` (+ ``extra``) for a subprocess."""
@@ -398,9 +412,37 @@ class PulseServer:
                 )
             if self._mic_module is None:
                 self._mic_module = int(
-                    self._pactl("load-module", *_mic_module_args(self.fifo).split()),
+                    self._pactl("load-module", *_mic_module_args(self.fifo)),
                 )
             self._pactl("set-default-source", MIC_SOURCE)
+
+    # ------------------------------------------------------- a second source
+    def add_tone_source(self, name: str = TONE_SOURCE, frequency: int = TONE_HZ) -> int:
+        """Load a second *real* source that hears a steady sine tone; its module index.
+
+        ``module-sine-source`` has its own clock (no feeder needed) and is not a
+        monitor, so it is what a second microphone looks like -- a headset next to
+        the webcam.  It does not become the default source.  Remove it with
+        :meth:`unload_module`; streams on it are then moved to the default source.
+        """
+        return int(
+            self._pactl(
+                "load-module",
+                "module-sine-source",
+                f"source_name={name}",
+                f"rate={SAMPLE_RATE}",
+                f"frequency={frequency}",
+                f"source_properties=\"device.description='{TONE_DESCRIPTION}'\"",
+            ),
+        )
+
+    def unload_module(self, module: int) -> None:
+        """Unload a module loaded with ``pactl`` (e.g. :meth:`add_tone_source`)."""
+        self._pactl("unload-module", str(module))
+
+    def move_source_output(self, output: int, source: str) -> None:
+        """Move a recording stream to ``source``, as the desktop's sound settings do."""
+        self._pactl("move-source-output", str(output), source)
 
     # -------------------------------------------------------------- teardown
     def stop(self, timeout: float = 3.0) -> None:
@@ -437,12 +479,76 @@ class PulseServer:
         return res.stdout + res.stderr
 
 
-def _mic_module_args(fifo: Path) -> str:
-    """``module-pipe-source`` + arguments for the virtual mic (one string)."""
-    return (
-        f"module-pipe-source file={fifo} format=s16le rate={SAMPLE_RATE} "
-        f"channels={CHANNELS} source_name={MIC_SOURCE}"
+def _mic_module_args(fifo: Path) -> list[str]:
+    """``module-pipe-source`` + arguments for the virtual mic.
+
+    The description is what PulseAudio (and the daemon, which asks it) call the
+    source, like "Built-in Audio Analog Stereo" on a desktop.  Quoted for
+    PulseAudio's own argument parser: one list item per argument.
+    """
+    return [
+        "module-pipe-source",
+        f"file={fifo}",
+        "format=s16le",
+        f"rate={SAMPLE_RATE}",
+        f"channels={CHANNELS}",
+        f"source_name={MIC_SOURCE}",
+        f"source_properties=\"device.description='{MIC_DESCRIPTION}'\"",
+    ]
+
+
+def _launch(workdir: Path, log_path: Path, *, append: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``pulseaudio`` on ``workdir``'s socket, logging to ``log_path``."""
+    exe = shutil.which("pulseaudio")
+    if exe is None:
+        msg = "pulseaudio not installed (apt: pulseaudio pulseaudio-utils)"
+        raise PulseError(msg)
+    cmd = [
+        exe,
+        "--daemonize=no",
+        "--system=false",
+        "--use-pid-file=no",
+        "-n",  # no default.pa: only the modules below
+        "--exit-idle-time=-1",
+        "--disallow-exit=yes",
+        "--disallow-module-loading=no",  # unplug/replug need load-module
+        "--realtime=no",
+        "--high-priority=no",
+        "--fail=yes",  # a failing -L module aborts startup
+        "--no-cpu-limit=yes",  # a loaded CI box must not get it SIGXCPU-killed
+        "--log-target=stderr",
+        "--log-level=debug",
+        "--log-time=yes",
+        "-L",
+        f"module-native-protocol-unix socket={workdir / 'pulse.sock'} auth-anonymous=1",
+        "-L",
+        f"module-null-sink sink_name={NULL_SINK}",
+        "-L",
+        " ".join(_mic_module_args(workdir / "mic.fifo")),
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PULSE_", "DBUS_", "XDG_")) and k != "DISPLAY"
+    }
+    env.update(
+        HOME=str(workdir / "home"),
+        XDG_RUNTIME_DIR=str(workdir / "runtime"),
+        XDG_CONFIG_HOME=str(workdir / "config"),
+        PULSE_RUNTIME_PATH=str(workdir / "runtime" / "pulse"),
+        PULSE_STATE_PATH=str(workdir / "state"),
+        PULSE_CLIENTCONFIG=str(workdir / "client.conf"),
     )
+    with log_path.open("ab" if append else "wb") as log:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - only calls prctl
+        )
 
 
 class VirtualMic:

@@ -94,8 +94,8 @@ def test_microphone_that_disappears_is_reopened(
         # Listening resumes (a second `listening` event, naming the device it now listens
         # on) and a request spoken then is heard.
         resumed = daemon.wait_for("listening", timeout=60)
-        assert re.fullmatch(r"mic:#\d+ pulse", first["source"]), first
-        assert re.fullmatch(r"mic:#\d+ pulse", resumed["source"]), resumed
+        assert re.fullmatch(r"mic:#\d+ pulse \(Virtual Microphone\)", first["source"]), first
+        assert re.fullmatch(r"mic:#\d+ pulse \(Virtual Microphone\)", resumed["source"]), resumed
         virtual_mic.feed(spoken_request())
         daemon.wait_for("wake", timeout=30, model="hey_mycroft")
         daemon.wait_for("utterance", timeout=30)
@@ -170,7 +170,9 @@ def test_missing_microphone_is_waited_for_until_it_is_plugged_in(
         virtual_mic.replug()
         alsa.plug_in()
         listening = daemon.wait_for("listening", timeout=30)
-        assert re.fullmatch(r"mic:#\d+ virtmic", listening["source"]), listening
+        assert re.fullmatch(r"mic:#\d+ virtmic \(Virtual Microphone\)", listening["source"]), (
+            listening
+        )
         virtual_mic.feed(concat(silence(0.5), data_audio("hey_mycroft_test.wav"), silence(1.0)))
         wake = daemon.wait_for("wake", timeout=30, model="hey_mycroft")
     finally:

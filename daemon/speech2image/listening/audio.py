@@ -154,3 +154,11 @@ def read_audio(path: str | Path) -> Frame:
     """A whole file as one 16 kHz mono int16 array (for tests and tools)."""
     frames = list(FileSource(path).frames())
     return np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
+
+
+def lost_audio(before: tuple[int, int], now: tuple[int, int]) -> str:
+    """What a source's (dropped frames, overflows) counters going up means, in words."""
+    dropped, overflows = now[0] - before[0], now[1] - before[1]
+    if dropped:
+        return f"dropped {dropped} audio frames ({now[0]} in total): listening fell behind"
+    return f"the audio driver lost input {overflows} time(s) ({now[1]} in total)"

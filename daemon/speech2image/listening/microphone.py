@@ -1,7 +1,10 @@
 """The microphone: a PortAudio input stream that survives the device coming and going.
 
 Only this module needs PortAudio (Debian's libportaudio2), through
-:func:`import_sounddevice`, so a sound file never does.
+:func:`import_sounddevice`, so a sound file never does. Where PulseAudio (or PipeWire's
+PulseAudio layer) carries the stream, :mod:`.pulse_watch` says which source it really
+records from, so a stream PulseAudio moved is named, and one moved to the monitor of
+an output (the speakers) is closed instead of heard.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ..config import AudioConfig
 from ..pcm import FRAME_SECONDS, SAMPLE_RATE, Frame
 from ..request import RequestSource
 from .audio import AudioError, Block, FrameAssembler
+from .pulse_watch import MonitorOnlyError, Tracker, default_input, mic_name
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +62,28 @@ class MicSource:
     exponential backoff, and listening resumes when the device is back. The first
     open goes through the same loop: a USB microphone that is not plugged in yet is
     waited for (reported once as an error listing the inputs), not a start-up failure.
+
+    Through PulseAudio, a :class:`Tracker` follows the stream: a move to another
+    microphone is reported (a new ``listening``), a move to a monitor closes the
+    stream and waits for a microphone as if the device were gone. No block is used
+    before the watch has settled where it came from, so the speakers are never heard.
     """
 
     # No audio for this long means the device is gone (the first block can be ~2 s late).
     STALL_SECONDS = 5.0
 
     def __init__(
-        self, config: AudioConfig, on_error: ErrorReporter, on_resumed: ResumeReporter
+        self,
+        config: AudioConfig,
+        on_error: ErrorReporter,
+        on_resumed: ResumeReporter,
+        on_wait: ResumeReporter | None = None,
     ) -> None:
+        """``on_wait`` is called at least every second while no audio comes (waiting for
+        the device, or a stream stalling): a watchdog sees the loop alive."""
         self.config = config
         self._on_error = on_error
+        self._on_wait = on_wait or (lambda: None)
         self._on_resumed = on_resumed
         self._closed = threading.Event()
         self._dropped = 0
@@ -76,17 +92,43 @@ class MicSource:
         self._queue: queue.Queue[Block] = queue.Queue(maxsize=1)
         self._failed = threading.Event()
         self.device_index, self.samplerate = -1, 0  # set when the device is opened
+        self._pulse = Tracker()  # where PulseAudio records the open stream from
+        self._failure = ""  # why the last stream was given up, when we know
+        self._label = ""  # the PortAudio device, "#0 pulse"
+        self._waiting: str | None = None
         self.name = self._first_name()
         self.kind: RequestSource = "microphone"
 
     def _first_name(self) -> str:
-        """The start-up `listening` event names the device, or the one still awaited."""
+        """The start-up `listening` event names the device, or the one still awaited.
+
+        ALSA's ``pulse`` and ``default`` record from PulseAudio's default source, so
+        that is named too: the `listening` after the open then says the same.
+        """
         try:
-            return f"mic:{describe_device(_pick_input(self.config))}"
+            index = _pick_input(self.config)
+            label = describe_device(index)
         except PortAudioMissingError:
             raise
         except Exception:  # not there (yet): frames() reports why, and waits for it
+            self._waiting = self._awaited()
             return f"mic:{_wanted(self.config.device)} (waiting)"
+        predicted = default_input() if label.split(" ", 1)[1] in ("pulse", "default") else None
+        return mic_name(label, predicted if predicted and not predicted.monitor else None)
+
+    @property
+    def source_description(self) -> str:
+        """What PulseAudio says we listen on ("" when unknown: no PulseAudio)."""
+        return self._pulse.input.label if self._pulse.input is not None else ""
+
+    @property
+    def waiting_for(self) -> str | None:
+        """The microphone being waited for; None while listening.
+
+        The lost microphone's name when PulseAudio offers only a monitor, else the
+        configured device ("" for the default input).
+        """
+        return self._waiting
 
     @property
     def dropped_frames(self) -> int:
@@ -102,41 +144,75 @@ class MicSource:
             try:
                 self._open()
             except AudioError as exc:
-                message = f"cannot open the microphone: {exc}; retrying until it works"
+                message = str(exc)
+                if not isinstance(exc, MonitorOnlyError):
+                    message = f"cannot open the microphone: {exc}; retrying until it works"
+                self._waiting = self._awaited()  # before the report: status shows it
                 if message != last_error:  # once, not per retry: it may stay away for hours
                     self._report(message)
                 last_error = message
                 log.info("retrying the microphone in %.1f s", delay)
-                self._closed.wait(delay)
+                self._pause(delay)
                 delay = min(delay * 2, self.config.reconnect_max_delay)
                 lost = True
                 _refresh_portaudio()
                 continue
+            self._waiting = None
             if lost or self.name != announced:
                 self._on_resumed()
-            delay, announced, lost, last_error = 0.5, self.name, True, ""
+            delay, announced, lost = 0.5, self.name, True
             yield from self._read_until_failure()
             self._abort()
             if not self._closed.is_set():
-                self._report("the microphone stopped delivering audio; reopening it")
+                last_error = (
+                    self._failure or "the microphone stopped delivering audio; reopening it"
+                )
+                self._waiting = self._awaited()
+                self._report(last_error)
                 _refresh_portaudio()
+
+    def _awaited(self) -> str:
+        """The lost microphone's name when PulseAudio offered a monitor, else the device."""
+        if self._pulse.on_monitor and self._pulse.last_mic:
+            return self._pulse.last_mic
+        device = self.config.device
+        return f"#{device}" if isinstance(device, int) else device
+
+    def _pause(self, seconds: float) -> None:
+        """Waits between reopens in slices, so the watchdog hears from us meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self._closed.is_set():
+            self._on_wait()
+            self._closed.wait(min(left, 1.0))
 
     def _read_until_failure(self) -> Iterator[Frame]:
         assembler = FrameAssembler(self.samplerate)
         last_audio = time.monotonic()
+        self._failure = ""
         while not self._closed.is_set() and not self._failed.is_set():
+            block: Block | None = None
             try:
                 block = self._queue.get(timeout=0.25)
+                last_audio = time.monotonic()
             except queue.Empty:
+                self._on_wait()
                 if time.monotonic() - last_audio > self.STALL_SECONDS:
                     return
-                continue
-            last_audio = time.monotonic()
-            yield from assembler.push(block)
+            try:  # also between blocks: a move comes with a gap in the audio
+                verdict = self._pulse.check()
+            except MonitorOnlyError as exc:  # never heard: it would be the speakers
+                self._failure = str(exc)
+                return
+            if verdict == "moved":  # reported from the listening thread, as always
+                self.name = mic_name(self._label, self._pulse.input)
+                self._on_resumed()
+            if block is not None and verdict != "hold":  # hold: a move is being looked up
+                yield from assembler.push(block)
 
     def _open(self) -> None:
         sd = import_sounddevice()
         depth = max(2, int(self.config.queue_seconds / FRAME_SECONDS))
+        self._pulse.refuse_default_monitor()
         self._queue = queue.Queue(maxsize=depth)
         self._failed.clear()
         label = _wanted(self.config.device)
@@ -156,9 +232,14 @@ class MicSource:
             stream.start()
         except sd.PortAudioError as exc:
             raise AudioError(f"{label}: {exc}") from exc
-        self._stream = stream
-        self.name = f"mic:{label}"
-        log.info("listening on %s at %d Hz", label, rate)
+        self._stream, self._label = stream, label
+        try:
+            self._pulse.follow()
+        except MonitorOnlyError:
+            self._abort()  # closed unread
+            raise
+        self.name = mic_name(label, self._pulse.input)
+        log.info("listening on %s at %d Hz", self.name.removeprefix("mic:"), rate)
 
     def _callback(self, indata: Block, frames: int, time_info: Any, status: Any) -> None:
         if status.input_overflow:
@@ -174,6 +255,7 @@ class MicSource:
 
     def _abort(self) -> None:
         """abort(), not stop(): stop() waits for buffers and can hang on a dead device."""
+        self._pulse.stop()
         stream, self._stream = self._stream, None
         if stream is None:
             return
