@@ -12,11 +12,13 @@ itself is ended here: a handler that raises ends as ``rejected: error``
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
 from .events import Error, Event, EventSink, Rejected, is_terminal
+from .gallery.metadata import slugify
 from .request import Request
 
 log = logging.getLogger(__name__)
@@ -102,11 +104,21 @@ class Ledger:
         return False
 
     def fail(self, request_id: str, stage: str, message: str) -> None:
-        """End an open request as ``rejected: error`` (after an ``error`` event saying why)."""
-        if self.get(request_id) is None:
-            log.error("%s failed after request %s had ended: %s", stage, request_id, message)
+        """End an open request as ``rejected: error`` (after an ``error`` event saying why).
+
+        The events carry ``message`` as it is; the log only without the request's
+        prompt, transcript and gallery file name (see :func:`without_private`).
+        """
+        request = self.get(request_id)
+        if request is None:
+            # No record to take the private words out with: the message at DEBUG only.
+            log.error("%s failed after request %s had ended", stage, request_id)
+            log.debug("%s failed after request %s had ended: %s", stage, request_id, message)
             return
-        log.error("%s failed: %s", stage, message)
+        shown = without_private(message, request)
+        log.error("%s failed (request %s): %s", stage, request_id, shown)
+        if shown != message:
+            log.debug("%s failed (request %s), unredacted: %s", stage, request_id, message)
         now = self._clock()
         self.emit(Error(id=request_id, t=now, stage=stage, message=message))
         self.emit(Rejected(id=request_id, t=now, reason="error", detail=f"{stage}: {message}"))
@@ -125,3 +137,24 @@ class Ledger:
         if ids:
             log.info("%d unfinished request(s) ended by the shutdown", len(ids))
         return len(ids)
+
+
+HIDDEN = "<private>"
+MIN_PRIVATE = 3
+
+
+def without_private(message: str, request: Request) -> str:
+    """``message`` with the request's prompt, transcript and prompt slug (what its
+    gallery file name holds) replaced by ``<private>``, ignoring case.
+
+    Error messages often repeat their input (``KeyError('a red fox')``, a path),
+    and logs at INFO and above must never hold what was said.
+    """
+    said = [request.prompt, request.transcript.text if request.transcript else ""]
+    private = {text.strip() for text in said if text.strip()}
+    private |= {slugify(text) for text in private} - {"image"}  # "image": no words
+    for text in sorted(private, key=len, reverse=True):
+        if len(text) >= MIN_PRIVATE:  # "a" is not worth blanking every "a" for
+            whole = rf"(?<![^\W_]){re.escape(text)}(?![^\W_])"  # not inside a word
+            message = re.sub(whole, HIDDEN, message, flags=re.IGNORECASE)
+    return message

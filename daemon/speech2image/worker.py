@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -91,8 +92,16 @@ class Worker(Generic[T]):
             try:
                 self._handle(item)
             except Exception as exc:  # the request still ends; the thread lives on
-                log.exception("%s worker: unhandled error", self.name)
+                _log_unhandled(f"{self.name} worker: unhandled", exc)
                 try:
                     self._on_error(item, exc)
-                except Exception:
-                    log.exception("%s worker: reporting the error failed", self.name)
+                except Exception as again:
+                    _log_unhandled(f"{self.name} worker: reporting the error failed:", again)
+
+
+def _log_unhandled(what: str, exc: BaseException) -> None:
+    """The type and the stack at ERROR; the message only at DEBUG: it may quote the
+    prompt or transcript, which are private speech."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("%s %s\n%s", what, type(exc).__name__, frames.rstrip())
+    log.debug("%s", what, exc_info=exc)

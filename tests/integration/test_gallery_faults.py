@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from PIL import Image
 
 from speech2image.gallery.writer import GalleryError, GalleryWriter
 from speech2image.request import Request
-from tests.support import drawn_request
+from tests.support import concat, data_audio, drawn_request, silence, write_wav
 
 pytestmark = [pytest.mark.integration]
 
@@ -89,11 +90,23 @@ def test_read_only_folder_is_a_clear_error(read_only_disk: Path) -> None:
     assert pngs(read_only_disk) == []
 
 
+def test_a_deleted_gallery_is_made_again_by_the_next_write(tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery"
+    writer = GalleryWriter(gallery)
+    writer.prepare()
+    writer.write(*noise_record(16))
+    shutil.rmtree(gallery)
+    again = writer.write(*noise_record(16, seed=2))
+    assert pngs(gallery) == [again]
+    assert json.loads(again.with_suffix(".json").read_text("utf-8"))["image"] == again.name
+    assert list((gallery / ".tmp").iterdir()) == []
+
+
 WRITER_LOOP = """
 import sys, numpy as np
 from PIL import Image
 from speech2image.gallery.writer import GalleryWriter
-from tests.support import drawn_request
+from tests.support import concat, data_audio, drawn_request, silence, write_wav
 writer = GalleryWriter(__import__("pathlib").Path(sys.argv[1]))
 writer.prepare()
 rng = np.random.default_rng(0)
@@ -169,3 +182,118 @@ def test_sigkill_mid_write_never_leaves_a_partial_png(tmp_path: Path) -> None:
         assert json.loads(sidecar.read_text("utf-8"))["prompt"] == "noise"
     GalleryWriter(gallery).prepare()
     assert list((gallery / ".tmp").glob("*.part")) == []
+
+
+# ------------------------------------------------------------- through the running daemon
+
+CLI = [sys.executable, "-m", "speech2image.cli"]
+GAP_S = 10.0  # between the two requests: time to act on the gallery after the first
+
+
+class LiveRun:
+    """The real CLI on a file paced like a microphone; its events read as they come."""
+
+    def __init__(self, config: Path, wav: Path, folder: Path) -> None:
+        self.events_path = folder / "events.jsonl"
+        self.log = folder / "daemon.log"
+        command = [*CLI, "run", "--config", str(config), "--input", str(wav), "--realtime"]
+        with self.log.open("w", encoding="utf-8") as stderr:
+            self.process = subprocess.Popen(
+                [*command, "--events", str(self.events_path)], stderr=stderr
+            )
+
+    def events(self) -> list[dict[str, object]]:
+        try:
+            text = self.events_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        whole = text[: text.rfind("\n") + 1]  # a line being written is read next time
+        return [json.loads(line) for line in whole.splitlines() if line]
+
+    def wait_for(self, kind: str, timeout: float = 90.0) -> list[dict[str, object]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events()
+            if any(e["type"] == kind for e in events):
+                return events
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"no {kind} event; log:\n{self.log.read_text(encoding='utf-8')}")
+            time.sleep(0.05)
+
+    def finish(self) -> tuple[list[dict[str, object]], str]:
+        self.process.wait(timeout=90)
+        log = self.log.read_text(encoding="utf-8")
+        assert self.process.returncode == 0, log
+        return self.events(), log
+
+
+def two_requests_apart(folder: Path) -> Path:
+    benign = data_audio("espeak/hey_jarvis_benign_en+f3.wav")
+    audio = concat(silence(0.5), benign, silence(GAP_S), benign, silence(2.0))
+    return write_wav(folder / "two.wav", audio)
+
+
+def files_in(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_gallery_deleted_while_running_is_made_again(
+    tmp_path: Path, config_file: Callable[[str], Path]
+) -> None:
+    gallery = tmp_path / "gallery"
+    config = config_file(f'[gallery]\ndir = "{gallery}"\n')
+    run = LiveRun(config, two_requests_apart(tmp_path), tmp_path)
+    first = run.wait_for("image")
+    shutil.rmtree(gallery)  # what `rm -rf` does
+    assert [e["type"] for e in first].count("image") == 1, "too late: both were drawn"
+    assert not gallery.exists()
+    events, log = run.finish()
+
+    deleted, drawn = (Path(str(e["path"])) for e in events if e["type"] == "image")
+    assert not deleted.exists()
+    assert not [e for e in events if e["type"] in ("error", "rejected")]
+    assert pngs(gallery) == [drawn]  # the second picture landed in the new gallery
+    with Image.open(drawn) as image:
+        image.load()
+    sidecar = json.loads(drawn.with_suffix(".json").read_text(encoding="utf-8"))
+    assert sidecar["image"] == drawn.name
+    assert (gallery / ".tmp").is_dir()
+    assert list((gallery / ".tmp").iterdir()) == []
+    assert f"the gallery folder {gallery} is gone; making it again" in log
+
+
+def remount(where: Path, mode: str) -> None:
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    subprocess.run([*sudo, "mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+@pytest.fixture
+def roomy_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from mount_tmpfs(tmp_path / "roomy", "size=1m")
+
+
+@pytest.mark.slow
+def test_gallery_turning_read_only_while_running_is_an_error_and_nothing_partial(
+    tmp_path: Path, config_file: Callable[[str], Path], roomy_disk: Path
+) -> None:
+    gallery = roomy_disk / "gallery"
+    config = config_file(f'[gallery]\ndir = "{gallery}"\n')
+    run = LiveRun(config, two_requests_apart(tmp_path), tmp_path)
+    run.wait_for("listening")  # the gallery is prepared: now it turns read-only
+    remount(roomy_disk, "ro")
+    try:
+        run.wait_for("rejected")
+        assert files_in(gallery) == []  # no PNG, no sidecar, no temp file
+    finally:
+        remount(roomy_disk, "rw")
+    events, _ = run.finish()
+
+    (error,) = [e for e in events if e["type"] == "error"]
+    (rejected,) = [e for e in events if e["type"] == "rejected"]
+    assert (error["stage"], rejected["reason"], error["id"]) == ("gallery", "error", rejected["id"])
+    assert "not writable" in str(error["message"])
+    (image,) = [e for e in events if e["type"] == "image"]  # the next request works again
+    assert image["id"] != rejected["id"]
+    assert pngs(gallery) == [Path(str(image["path"]))]

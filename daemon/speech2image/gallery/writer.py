@@ -89,7 +89,7 @@ class GalleryWriter:
         when = when or dt.datetime.now()
         png = encode_png(image, a1111_parameters(request.prompt, request.image))
         try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._recreate_if_deleted()
             path = self._publish_pair(png, request, when)
         except OSError as exc:
             raise GalleryError(_explain(exc, self.root)) from exc
@@ -97,6 +97,19 @@ class GalleryWriter:
         log.info("image written to %s (%d KB)", path.parent, len(png) // 1024)
         log.debug("image path: %s", path)
         return path
+
+    def _recreate_if_deleted(self) -> None:
+        """Make the gallery and ``.tmp/`` again if someone removed them while we ran.
+
+        A user clearing out the gallery folder (``rm -rf``) should find the next
+        picture there, not a daemon that failed every request since.
+        """
+        if self._tmp.is_dir():
+            return
+        if not self.root.is_dir():
+            log.info("the gallery folder %s is gone; making it again", self.root)
+            _make_folder(self.root)  # its entry synced, like a date folder's
+        self._tmp.mkdir(exist_ok=True)  # temp files need no durable folder entry
 
     def _publish_pair(self, png: bytes, request: Request, when: dt.datetime) -> Path:
         """The sidecar first (it claims the name), then the PNG, the commit marker.
@@ -264,16 +277,19 @@ def _link(temp: Path, target: Path) -> bool:
 
 
 def _make_folder(folder: Path) -> None:
-    """Create a date folder; a new one's entry is synced in its parent, the gallery.
+    """Create a folder (a date folder, or the gallery itself after it was deleted);
+    each new one's entry is synced in its parent.
 
     Without that, a power loss could lose the new folder, and every image in it,
-    although each image and its link were synced. Syncing whenever the folder was
+    although each image and its link were synced. Syncing whenever a folder was
     missing, not only when this process made it, covers two writers racing to it.
     """
     if folder.is_dir():
         return
+    missing = [folder, *(p for p in folder.parents if not p.is_dir())]
     folder.mkdir(parents=True, exist_ok=True)
-    _fsync_dir(folder.parent)
+    for made in reversed(missing):
+        _fsync_dir(made.parent)
 
 
 _dir_fsync_refused_on: set[int] = set()  # st_dev of file systems already logged
@@ -300,8 +316,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _explain(exc: OSError, root: Path) -> str:
+    """What went wrong, naming the gallery folder but never the file: an image's name
+    holds a slug of its prompt, which is private, and this message reaches the logs.
+    (``str(exc)`` would include the file name, so only ``strerror`` is used.)"""
     if exc.errno == errno.ENOSPC:
         return f"the disk holding the gallery {root} is full; nothing was written"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"the gallery folder {root} is not writable ({exc.strerror}); nothing was written"
-    return f"could not write to the gallery {root}: {exc}"
+    why = exc.strerror or type(exc).__name__
+    return f"could not write to the gallery {root} ({why}); nothing was written"
