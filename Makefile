@@ -12,11 +12,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # notification's "Open" button. test: a real PulseAudio server with a virtual
 # microphone and a D-Bus session bus for the end-to-end tests, espeak-ng and sox to
 # regenerate spoken fixtures (tests/data/make_fixtures.sh), systemd for systemd-analyze
-# on the user unit.
+# on the user unit, gdbus (libglib2.0-bin) to test the README's shortcut commands, strace to
+# prove the daemon never tries the network.
 APT_run := libportaudio2 libpulse0 xdg-utils
-APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon systemd
+APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon libglib2.0-bin systemd strace
 
-.PHONY: run test lint typecheck pytest models test-models bench bench-gpu apt-run apt-test clean
+.PHONY: run test lint typecheck pytest models test-models bench bench-gpu soak apt-run apt-test clean
 
 run: apt-run $(STAMP) models
 	$(BIN)/speech2image run
@@ -44,6 +45,12 @@ test-models: $(STAMP)
 
 bench: apt-test $(STAMP) test-models
 	$(BIN)/python -m bench
+
+# An hour of mixed audio (wake phrases, prompts, toxic prompts, silence, noise) fed fast
+# through the real daemon with the tiny image model: the request contract and memory
+# growth over a long run, written to BENCHMARKS.md (a few-minute version is in `make test`).
+soak: apt-test $(STAMP) test-models
+	$(BIN)/python -m bench.soak
 
 # On a machine with an NVIDIA GPU, after `models pull` has fetched stabilityai/sd-turbo.
 bench-gpu: $(STAMP) models

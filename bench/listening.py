@@ -18,13 +18,13 @@ import numpy.typing as npt
 
 from bench import corpus
 from speech2image.config import Config, WakeConfig
-from speech2image.daemon import build_listener
 from speech2image.events import Rejected, Utterance, Wake
 from speech2image.listening.audio import read_audio
 from speech2image.listening.listener import Listener
 from speech2image.listening.wake_models import resolve_wake_models
 from speech2image.listening.wakeword import OpenWakeWordScorer, WakeGate
 from speech2image.pcm import FRAME_SECONDS, SAMPLE_RATE
+from speech2image.stages import build_listener
 
 Audio = npt.NDArray[np.int16]
 

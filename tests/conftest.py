@@ -32,6 +32,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     )
 
 
+@pytest.fixture(autouse=True)
+def _private_user_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own runtime and state directories, so the daemon's instance
+    lock and its persistent pause never leak from one test (or the user) to another."""
+    root = tmp_path_factory.mktemp("user")
+    runtime = root / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("XDG_STATE_HOME", str(root / "state"))
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion pipeline on disk, loaded like any local model."""

@@ -9,12 +9,18 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from . import __version__
 from .config import EX_CONFIG, load_config
 from .configcheck import ConfigError
 from .shutdown import Shutdown, StopRequested, exit_now
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .daemon import Daemon
+    from .events import EventSink
+    from .listening.audio import AudioSource
 
 log = logging.getLogger("speech2image")
 
@@ -117,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", metavar="FILE", help="write events as JSON lines (- = stdout)"
     )
     generate.set_defaults(command=cmd_generate)
+    # Command groups in their own modules: the service, its control, the check-up.
+    from .control.client import register as register_control
+    from .doctor import register as register_doctor
+    from .service.commands import register as register_service
+
+    for register in (register_service, register_control, register_doctor):
+        register(sub)
     return parser
 
 
@@ -133,11 +146,12 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
-    from .events import JsonLinesSink, LogSink
     from .gallery.writer import GalleryError
-    from .listening.audio import AudioError, AudioSource, FileSource
-    from .listening.microphone import MicSource, PortAudioMissingError, import_sounddevice
+    from .listening.audio import AudioError, FileSource
+    from .listening.microphone import PortAudioMissingError, import_sounddevice
     from .model_files import ModelError
+    from .service.lock import EX_ALREADY_RUNNING, AlreadyRunningError, InstanceLock
+    from .session import ServiceSession
 
     config = load_config(args.config)
     source: AudioSource | None = None
@@ -150,37 +164,69 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(exc), EX_CONFIG)
     except AudioError as exc:
         return _fail(str(exc), EX_NOINPUT)
+    microphone = source is None
     with ExitStack() as stack:
-        sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
+        if microphone:  # one microphone daemon per user; file runs need no lock
+            try:
+                stack.enter_context(InstanceLock())
+            except AlreadyRunningError as exc:
+                return _fail(str(exc), EX_ALREADY_RUNNING)
+        session = ServiceSession(lambda: load_config(args.config), microphone)
+        stack.callback(session.close)
         try:
-            daemon = Daemon(config, sink, shutdown=args.shutdown)
+            daemon = Daemon(
+                config,
+                _event_sink(args.events, stack),
+                shutdown=args.shutdown,
+                reopen=_microphone_opener(lambda: daemon) if microphone else None,
+                heartbeat=session.beat,
+                paused=microphone and session.paused.get(),
+            )
         except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
         stack.callback(daemon.close)
+        session.start(daemon)
         if source is None:  # never fails for a missing device: it reports it and waits
-            source = MicSource(
-                config.audio,
-                on_error=daemon.report_source_error,
-                on_resumed=daemon.report_listening,
-            )
+            source = _microphone_opener(lambda: daemon)(config)
         code = daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
         if daemon.abandoned:  # a worker is still inside torch: leave without waiting for it
+            session.close()
             daemon.close()
             exit_now(code)
         return code
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .daemon import generate_once
+def _microphone_opener(daemon: Callable[[], Daemon]) -> Callable[[Config], AudioSource]:
+    """Opens the configured microphone, reporting to the daemon (created after this)."""
+    from .listening.microphone import MicSource
+
+    def open_microphone(config: Config) -> AudioSource:
+        target = daemon()
+        return MicSource(
+            config.audio,
+            on_error=target.report_source_error,
+            on_resumed=target.report_listening,
+            on_wait=target.heartbeat,
+        )
+
+    return open_microphone
+
+
+def _event_sink(target: str | None, stack: ExitStack) -> EventSink:
     from .events import JsonLinesSink, LogSink
+
+    return LogSink() if target is None else JsonLinesSink(_open_events(target, stack))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
     from .gallery.writer import GalleryError
     from .model_files import ModelError
+    from .stages import generate_once
 
     config = load_config(args.config)
     with ExitStack() as stack:
-        sink = LogSink() if args.events is None else JsonLinesSink(_open_events(args.events, stack))
         try:
-            path = generate_once(config, args.prompt, sink, seed=args.seed)
+            path = generate_once(config, args.prompt, _event_sink(args.events, stack), args.seed)
         except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
     if path is None:

@@ -8,6 +8,9 @@ in one worker thread, generation + storage in another that alone owns the model
 
 Every request is opened in the :class:`Ledger` where it starts and ends there in
 exactly one ``image`` or ``rejected`` event, including at shutdown.
+
+A microphone daemon can be paused (the microphone closed), told to listen without a
+wake word and given a new config (:meth:`Daemon.swap`), from the control and reload threads.
 """
 
 from __future__ import annotations
@@ -15,25 +18,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .config import Config
-from .events import Error, Event, EventSink, FanOut, Listening, Rejected, Stopped, Utterance, Wake
-from .gallery.writer import GalleryWriter
+from .debug_audio import debug_audio_dir, save_utterance
+from .desktop.sound import WakeSound
+from .events import (
+    Error,
+    Event,
+    EventSink,
+    FanOut,
+    Listening,
+    Rejected,
+    Relay,
+    Stopped,
+    Utterance,
+    Wake,
+)
 from .ledger import Ledger
-from .listening.audio import AudioSource
+from .listening.audio import AudioSource, lost_audio
 from .listening.listener import Listener
-from .listening.vad import SileroVad
-from .listening.wake_models import resolve_wake_models
-from .listening.wakeword import OpenWakeWordScorer, WakeGate
-from .moderation.verdict import PromptModerator
+from .livestate import LiveState
 from .request import Request
 from .shutdown import Shutdown
-from .speech.transcribe import Transcriber
-from .steps import Draw, Heard, ImageSource, ToDraw, Understand
+from .stages import Stages, build_listener, feedback_of, wake_sound
+from .steps import Draw, Heard, ToDraw, Understand
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -45,59 +55,16 @@ AFTER_WORKERS_S = 2.0
 AFTER_NOTIFIER_S = 1.0
 POLL_S = 0.2
 
-
-def build_listener(config: Config) -> Listener:
-    """Load the wake-word and VAD models (local files only) into a Listener."""
-    files = resolve_wake_models(config.wake, config.source)
-    scorer = OpenWakeWordScorer(files.models, files.melspectrogram, files.embedding)
-    gate = WakeGate.from_config(config.wake, scorer.names)
-    return Listener(scorer, gate, SileroVad(), config.listen)
-
-
-@dataclass(frozen=True)
-class Stages:
-    """Everything after the listener, loaded and warm. Tests and benchmarks pass their own."""
-
-    transcriber: Transcriber
-    moderator: PromptModerator
-    generator: ImageSource
-    writer: GalleryWriter
-    notifier: Any  # a DesktopNotifier (an EventSink with close(timeout)), or None
-
-    @classmethod
-    def load(cls, config: Config) -> Stages:
-        """Load every model from local files (never the network) and warm them up."""
-        from .images.generate import Generator
-        from .moderation.combined import build_moderator
-        from .speech.transcribe import WhisperTranscriber
-
-        transcriber = WhisperTranscriber(config.speech, config.source)
-        transcriber.warm_up()
-        moderator = build_moderator(config.moderation, config.source)
-        generator = Generator(config.image, config.source)
-        generator.warm_up()
-        writer = GalleryWriter(Path(config.gallery.dir))
-        writer.prepare()
-        return cls(transcriber, moderator, generator, writer, desktop_notifier(config))
-
-    def close(self, timeout: float | None = None) -> None:
-        if self.notifier is not None:
-            self.notifier.close() if timeout is None else self.notifier.close(timeout)
-
-
-def desktop_notifier(config: Config) -> Any:
-    if not config.notify.enabled:
-        return None
-    from .desktop.notify import DesktopNotifier
-
-    return DesktopNotifier(config.notify)
+SourceOpener = Callable[[Config], AudioSource]
 
 
 class Daemon:
-    """Runs one source through every stage until the input ends or a stop is asked.
+    """Runs a source through every stage until the input ends or a stop is asked.
 
     Models load in the constructor, before any device is opened, so a missing model
     fails fast and the microphone is only taken when the daemon can use it.
+    ``reopen`` makes it a microphone daemon: a function that opens a fresh source,
+    used after a pause and when ``[audio]`` changes.
     """
 
     def __init__(
@@ -106,39 +73,66 @@ class Daemon:
         sink: EventSink,
         stages: Stages | None = None,
         shutdown: Shutdown | None = None,
+        *,
+        reopen: SourceOpener | None = None,
+        heartbeat: Callable[[], None] = lambda: None,
+        paused: bool = False,
     ) -> None:
         self.config = config
         self.shutdown = shutdown or Shutdown()
-        self.listener = build_listener(config)
+        self.live = LiveState()
+        self._opener = reopen
+        self.heartbeat = heartbeat
+        self.wake_sound = wake_sound(config, reopen is not None)
+        self.listener = build_listener(config, feedback_of(self.wake_sound))
         self.stages = stages or Stages.load(config)
-        notifier = self.stages.notifier
-        self.ledger = Ledger(sink if notifier is None else FanOut(sink, notifier), self.now)
+        self._notify = Relay(self.stages.notifier)
+        self.ledger = Ledger(FanOut(sink, self._notify, self.live), self.now)
         self.sink: EventSink = self.ledger
         self.source: AudioSource | None = None
+        self._lock = threading.Lock()
+        self._paused = threading.Event()
+        self._resumed = threading.Event()
+        self._reopen = threading.Event()  # the source was closed on purpose: open another
+        self._next_listener: Listener | None = None
         self._wait_when_busy = False
         self._frames = 0
+        self._lost = [0, 0]  # dropped frames, overflows of sources already finished
         self._failure: BaseException | None = None
         self._left_behind = threading.Event()  # a worker was still busy at the deadline
-        draw = Draw(self.stages.generator, self.stages.writer, self.ledger, self.now)
+        self._understand, self._draw = self._make_steps()
         self._images: Worker[ToDraw] = Worker(
-            "image", draw, config.image.queue, lambda item, exc: self._failed(item.request, exc)
+            "image",
+            lambda item: self._draw(item),  # noqa: PLW0108 - a reload swaps _draw
+            config.image.queue,
+            lambda item, exc: self._failed(item.request, exc),
         )
+        self._speech: Worker[Heard] = Worker(
+            "speech",
+            self._understand_heard,
+            SPEECH_QUEUE_DEPTH,
+            lambda h, exc: self._failed(h.request, exc),
+        )
+        self.shutdown.on_request(self._halt)
+        if paused and reopen is not None:  # the pause survived a restart
+            self._paused.set()
+            self.live.paused(True)
+
+    def _make_steps(self) -> tuple[Understand, Draw]:
+        stages = self.stages
+        draw = Draw(stages.generator, stages.writer, self.ledger, self.now)
         understand = Understand(
-            config.speech,
-            self.stages.transcriber,
-            self.stages.moderator,
+            self.config.speech,
+            stages.transcriber,
+            stages.moderator,
             self.ledger,
             clock=self.now,
             forward=self._to_images,
         )
-        self._speech: Worker[Heard] = Worker(
-            "speech", understand, SPEECH_QUEUE_DEPTH, lambda h, exc: self._failed(h.request, exc)
-        )
-        self.shutdown.on_request(self._halt)
+        return understand, draw
 
     @property
-    def abandoned(self) -> bool:
-        """A worker was still busy (inside torch, say) when the daemon had to stop."""
+    def abandoned(self) -> bool:  # a worker was still inside torch, say, at the deadline
         return self._left_behind.is_set()
 
     def now(self) -> float:
@@ -146,6 +140,8 @@ class Daemon:
 
     def close(self) -> None:
         """Release what outlives a run (the notifier's bus connection), within the deadline."""
+        if self.wake_sound is not None:
+            self.wake_sound.close()
         self.stages.close(self.shutdown.left(AFTER_NOTIFIER_S))
 
     def stop(self) -> None:
@@ -154,11 +150,79 @@ class Daemon:
 
     def _halt(self) -> None:
         """Stop listening and drop queued work; runs in the signal handler, so it is quick."""
+        self.live.stopping()
         for worker in (self._speech, self._images):
             worker.cancel()
-        if self.source is not None:
-            self.source.close()
+        self._resumed.set()
+        source = self.source
+        if source is not None:
+            source.close()
 
+    # ------------------------------------------------------------------ control
+    def pause(self) -> None:
+        """Close the microphone until :meth:`resume`; what was heard still finishes."""
+        if self._opener is None:
+            raise RuntimeError("only a microphone can be paused; this daemon reads a file")
+        with self._lock:
+            if self._paused.is_set():
+                return
+            self._paused.set()
+            self._resumed.clear()
+            self._reopen.set()
+            if self.source is not None:
+                self.source.close()
+        self.live.paused(True)
+        log.info("paused: the microphone is closed")
+
+    def resume(self) -> None:
+        with self._lock:
+            if not self._paused.is_set():
+                return
+            self._paused.clear()
+            self._resumed.set()
+        self.live.paused(False)
+        log.info("resumed: opening the microphone")
+
+    def listen_now(self) -> None:
+        """Capture a request as if the wake word had been heard (a keyboard shortcut)."""
+        if self._paused.is_set():
+            raise RuntimeError("paused: resume first (speech2image resume)")
+        self.listener.listen_now()
+
+    def status(self) -> dict[str, str | int | float | bool]:
+        snap = self.live.snapshot
+        state, detail = self.live.current
+        source = self.source
+        return {
+            "state": state,
+            "detail": detail,
+            "paused": snap.paused,
+            "queue": len(snap.queued) + len(snap.transcribing),
+            "last_image": snap.last_image,
+            "microphone": snap.microphone or (source.name if source else ""),
+        }
+
+    def swap(
+        self, config: Config, stages: Stages, listener: Listener | None, sound: WakeSound | None
+    ) -> None:
+        """Put a reloaded config in force: new stages for the next request, the new
+        listener from the next frame, and a fresh microphone if ``[audio]`` changed."""
+        old_sound, self.wake_sound = self.wake_sound, sound
+        if old_sound is not None and old_sound is not sound:
+            old_sound.close()  # the old listener's last wakes just go without a sound
+        with self._lock:
+            reopen = config.audio != self.config.audio and self._opener is not None
+            self.config, self.stages = config, stages
+            self._understand, self._draw = self._make_steps()
+            self._notify.target = stages.notifier
+            if listener is not None:
+                self._next_listener = listener
+            if reopen:
+                self._reopen.set()
+                if self.source is not None:
+                    self.source.close()
+
+    # ---------------------------------------------------------------- lifecycle
     def run(self, source: AudioSource, wait_when_busy: bool = False) -> int:
         """Listen until done; 0 on a clean end (input finished or SIGTERM/SIGINT).
 
@@ -174,6 +238,7 @@ class Daemon:
             self._images.start()
             listening = threading.Thread(target=self._listen_guarded, name="listen", daemon=True)
             listening.start()
+            self.live.started()
             while listening.is_alive():
                 listening.join(timeout=POLL_S)
             if not self.shutdown.requested:
@@ -182,15 +247,8 @@ class Daemon:
                 self._wait_for_workers()
         last_writes = min(1.0, self.shutdown.left(AFTER_NOTIFIER_S) or 1.0)
         self.ledger.abandon_open("the daemon stopped before this request was finished", last_writes)
-        self.sink.emit(
-            Stopped(
-                id=None,
-                t=self.now(),
-                frames=self._frames,
-                dropped_frames=source.dropped_frames,
-                overflows=source.overflows,
-            )
-        )
+        lost = {"dropped_frames": self._lost[0], "overflows": self._lost[1]}
+        self.sink.emit(Stopped(id=None, t=self.now(), frames=self._frames, **lost))
         if self._failure is not None:
             raise self._failure
         return 0
@@ -213,6 +271,7 @@ class Daemon:
     def _failed(self, request: Request, exc: Exception) -> None:
         self.ledger.fail(request.id, "daemon", f"unexpected {type(exc).__name__}: {exc}")
 
+    # ---------------------------------------------------------------- listening
     def _listen_guarded(self) -> None:
         try:
             self._listen()
@@ -220,14 +279,41 @@ class Daemon:
             self._failure = exc
 
     def _listen(self) -> None:
-        assert self.source is not None
-        self.report_listening()
-        for event in self._events(self.source):
-            if isinstance(event, Wake) and event.id:
-                self._open(event)
-            self.sink.emit(event)
-            if isinstance(event, Utterance) and event.id:
-                self._hear(event)
+        """Each source until it ends; after a pause or an ``[audio]`` change, a new one."""
+        source = self.source
+        while source is not None:
+            if not self._paused.is_set():
+                self.report_listening()
+                self._consume(source)
+            if self.shutdown.requested or self._opener is None:
+                return
+            if not (self._paused.is_set() or self._reopen.is_set()):
+                return  # the microphone source only ends when closed: a stop
+            source = self._next_source(self._opener)
+
+    def _next_source(self, opener: SourceOpener) -> AudioSource | None:
+        """Wait while paused (the watchdog still fed), then open a fresh source."""
+        while self._paused.is_set() and not self.shutdown.requested:
+            self.heartbeat()
+            self._resumed.wait(POLL_S)
+        if self.shutdown.requested:
+            return None
+        with self._lock:
+            self._reopen.clear()
+            self.source = opener(self.config)
+            return self.source
+
+    def _consume(self, source: AudioSource) -> None:
+        try:
+            for event in self._events(source):
+                if isinstance(event, Wake) and event.id:
+                    self._open(event)
+                self.sink.emit(event)
+                if isinstance(event, Utterance) and event.id:
+                    self._hear(event)
+        finally:
+            self._lost[0] += source.dropped_frames
+            self._lost[1] += source.overflows
 
     def _open(self, wake: Wake) -> None:
         assert self.source is not None
@@ -246,6 +332,12 @@ class Daemon:
         heard = Heard(request, utterance.audio)
         self._hand_on(self._speech, heard, request.id, "still transcribing earlier requests")
 
+    def _understand_heard(self, heard: Heard) -> None:
+        debug = self.config.debug
+        if debug.save_audio:  # off by default: speech is private
+            save_utterance(debug_audio_dir(debug), heard.request.id, heard.audio)
+        self._understand(heard)
+
     def _to_images(self, request: Request) -> None:
         item = ToDraw(request, time.monotonic())
         self._hand_on(self._images, item, request.id, "still drawing earlier requests")
@@ -262,6 +354,9 @@ class Daemon:
         lost = (0, 0)
         for frame in source.frames():
             self._frames += 1
+            self.heartbeat()
+            if self._next_listener is not None:
+                yield from self._switch_listener()
             event = self.listener.process(frame)
             if event is not None:
                 yield event
@@ -274,17 +369,27 @@ class Daemon:
         if final is not None:
             yield final
 
+    def _switch_listener(self) -> Iterator[Event]:
+        """A reloaded listener takes over between two frames; a capture in flight ends."""
+        with self._lock:
+            new, self._next_listener = self._next_listener, None
+        if new is None:
+            return
+        final = self.listener.finish()
+        if final is not None:
+            yield final
+        new.follow(self.listener)
+        self.listener = new
+
     def _lost_audio_report(self, before: tuple[int, int], source: AudioSource) -> Event:
-        dropped, overflows = source.dropped_frames - before[0], source.overflows - before[1]
-        if dropped:
-            total = source.dropped_frames
-            what = f"dropped {dropped} audio frames ({total} in total): listening fell behind"
-        else:
-            what = f"the audio driver lost input {overflows} time(s) ({source.overflows} in total)"
+        what = lost_audio(before, (source.dropped_frames, source.overflows))
         log.warning("%s", what)
         return Error(id=None, t=self.now(), stage="audio", message=what)
 
     def report_source_error(self, message: str) -> None:
+        """The microphone is gone or failing (MicSource's ``on_error``): it is waited for."""
+        device = getattr(self.source, "waiting_for", None) or self.config.audio.device
+        self.live.waiting(repr(device) if device != "" else "(the default input)")
         self.sink.emit(Error(id=None, t=self.now(), stage="audio", message=message))
 
     def report_listening(self) -> None:
@@ -293,42 +398,3 @@ class Daemon:
         self.sink.emit(
             Listening(id=None, t=self.now(), models=self.config.wake.models, source=name)
         )
-
-
-def generate_once(
-    config: Config, prompt: str, sink: EventSink, seed: int | None = None
-) -> Path | None:
-    """`speech2image generate`: moderation, generation, gallery, notification; no audio.
-
-    The typed prompt is a request like a spoken one (source ``command-line``) and ends
-    like one: ``image``, or ``rejected`` (toxic, error, shutdown). Returns the image
-    path, or None when there is no image (the events say why).
-    """
-    from .images.generate import Generator
-    from .moderation.combined import build_moderator
-    from .shutdown import StopRequested
-    from .steps import moderate
-
-    notifier = desktop_notifier(config)
-    ledger = Ledger(sink if notifier is None else FanOut(sink, notifier), lambda: 0.0)
-    request = Request.start("command-line", "speech2image generate", prompt=prompt, seed=seed)
-    ledger.open(request)
-    try:
-        accepted = moderate(
-            request, build_moderator(config.moderation, config.source), ledger, lambda: 0.0
-        )
-        if accepted is None:
-            return None
-        writer = GalleryWriter(Path(config.gallery.dir))
-        writer.prepare()
-        draw = Draw(Generator(config.image, config.source), writer, ledger, lambda: 0.0)
-        return draw(ToDraw(accepted, time.monotonic()))
-    except StopRequested:
-        ledger.abandon_open("stopped before the picture was finished")
-        raise
-    except Exception as exc:  # a model or gallery that cannot be used: say so, then exit
-        ledger.fail(request.id, "setup", str(exc))
-        raise
-    finally:
-        if notifier is not None:
-            notifier.close()

@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[2] / "daemon" / "speech2image"
-STAGES = ("listening", "speech", "moderation", "images", "gallery", "desktop")
+STAGES = (
+    "listening",
+    "speech",
+    "moderation",
+    "images",
+    "gallery",
+    "desktop",
+    "service",
+    "control",
+)
 # What every stage may use: the shared vocabulary, not another stage.
-SHARED = ("config", "configcheck", "events", "pcm", "model_files", "request")
+SHARED = ("config", "configcheck", "events", "pcm", "model_files", "request", "sessionbus")
 MAX_LINES = 400
 
 
