@@ -26,6 +26,7 @@ from speech2image.service.commands import (
     program_command,
     register,
     run_tool,
+    under_tmp,
     unit_dir,
     write_action,
     write_unit,
@@ -253,3 +254,16 @@ def test_without_systemd_the_commands_say_so(action: str, tmp_path: Path) -> Non
     assert done.returncode == EX_UNAVAILABLE, done.stderr
     assert "not found: this system does not seem to run systemd" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_installation_under_tmp_is_not_hidden_by_a_private_tmp(tmp_path: Path) -> None:
+    """A venv in /tmp (a CI checkout, say) would fail to start with 203/EXEC."""
+    assert under_tmp(Path("/tmp/x/.venv/bin/python"))
+    assert under_tmp(Path("/var/tmp/y"))
+    assert not under_tmp(Path("/home/u/.venv/bin/python"))
+    config = Config(gallery=GalleryConfig(dir="/srv/g"))
+    python = str(tmp_path / ".venv" / "bin" / "python")
+    spec = installation_spec(config, None, Path("/home/u"), environ={}, executable=python)
+    assert not spec.private_tmp
+    assert "PrivateTmp=" not in render_unit(spec).replace("# No PrivateTmp=", "")
+    assert "PrivateTmp=yes" in render_unit(dataclasses.replace(spec, private_tmp=True))

@@ -130,15 +130,25 @@ def installation_spec(
     writable.append(default_state_dir())
     if config.debug.save_audio and config.debug.audio_dir:
         writable.append(Path(config.debug.audio_dir).expanduser())
+    program = program_command(executable)
+    needed = [Path(executable), Path(__file__), *writable]
+    needed += [config_path] if config_path is not None else []
     return UnitSpec(
-        program=program_command(executable),
+        program=program,
         config=config_path.resolve() if config_path is not None else None,
         home=home,
         writable=tuple(writable),
         cache=platformdirs.user_cache_path("speech2image"),
         network=needs_network(config),
         environment=tuple((key, environ[key]) for key in HF_VARIABLES if environ.get(key)),
+        private_tmp=not any(under_tmp(path) for path in needed),
     )
+
+
+def under_tmp(path: Path) -> bool:
+    """Whether a private /tmp would hide ``path`` from the service."""
+    resolved = path.expanduser().resolve()
+    return any(resolved.is_relative_to(tmp) for tmp in (Path("/tmp"), Path("/var/tmp")))
 
 
 def write_action(existing: str | None, new: str) -> str:

@@ -49,6 +49,7 @@ class UnitSpec:
     cache: Path  # ours: CUDA and Triton compile their kernels under it
     network: bool = False
     environment: tuple[tuple[str, str], ...] = ()
+    private_tmp: bool = True  # False when the installation itself lives under /tmp
 
 
 def template_spec(home: Path = Path("/home/user")) -> UnitSpec:
@@ -94,6 +95,7 @@ def render_unit(spec: UnitSpec) -> str:
         ),
         families="AF_UNIX AF_NETLINK" + (" AF_INET AF_INET6" if spec.network else ""),
         private_network=_PRIVATE_NETWORK[spec.network],
+        private_tmp=_PRIVATE_TMP[spec.private_tmp],
         ex_config=EX_CONFIG,
         ex_running=EX_ALREADY_RUNNING,
         watchdog=WATCHDOG_S,
@@ -138,6 +140,11 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
 # namespace (loopback only) makes that a guarantee. Unix sockets on the file system (the
 # audio server, the session bus, $XDG_RUNTIME_DIR) still work; abstract ones do not,
 # and nothing the daemon talks to uses them under a systemd user manager.
+_PRIVATE_TMP = {
+    True: "# A /tmp of its own: nothing the daemon leaves there is seen by others.\nPrivateTmp=yes",
+    False: "# No PrivateTmp=: this installation (or its config or gallery) is under /tmp,\n"
+    "# which a private /tmp would hide (the start would fail with 203/EXEC).",
+}
 _PRIVATE_NETWORK = {
     False: (
         "# No web page or Wyoming server: no network at all, loopback only. Unix sockets\n"
@@ -204,8 +211,7 @@ ProtectSystem=strict
 ProtectHome=read-only
 {read_write}
 ReadWritePaths=%t
-# A /tmp of its own: nothing the daemon leaves there is seen by others.
-PrivateTmp=yes
+{private_tmp}
 {private_network}
 # Unix sockets for audio and D-Bus; netlink for device and address queries.
 RestrictAddressFamilies={families}
