@@ -84,6 +84,7 @@ def render_unit(spec: UnitSpec) -> str:
     kernels = (
         ("CUDA_CACHE_PATH", spec.cache / "cuda"),
         ("TRITON_CACHE_DIR", spec.cache / "triton"),
+        ("TORCHINDUCTOR_CACHE_DIR", spec.cache / "torchinductor"),  # else /tmp/torchinductor_*
     )
     env = [*((key, str(path)) for key, path in kernels), *spec.environment]
     return _TEXT.format(
@@ -143,7 +144,9 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
 _PRIVATE_TMP = {
     True: "# A /tmp of its own: nothing the daemon leaves there is seen by others.\nPrivateTmp=yes",
     False: "# No PrivateTmp=: this installation (or its config or gallery) is under /tmp,\n"
-    "# which a private /tmp would hide (the start would fail with 203/EXEC).",
+    "# which a private /tmp would hide (the start would fail with 203/EXEC); so the\n"
+    "# shared /tmp is writable, as ProtectSystem=strict would make it read-only.\n"
+    "ReadWritePaths=-/tmp -/var/tmp",
 }
 _PRIVATE_NETWORK = {
     False: (
