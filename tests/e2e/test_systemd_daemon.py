@@ -25,7 +25,7 @@ import pytest
 from speech2image.config import WakeConfig
 from speech2image.listening.wake_models import wake_model_dir
 from speech2image.service.unit import UNIT_NAME
-from tests.e2e.dbus_session import DbusSession
+from tests.e2e.dbus_session import DbusSession, wait_until
 from tests.e2e.pulse import PulseServer, VirtualMic
 from tests.e2e.user_manager import CAN_RUN_MANAGER, Home, UserManager, private_base
 from tests.support import concat, data_audio, silence
@@ -123,6 +123,9 @@ if CAN_RUN_MANAGER:
             assert installed.returncode == 0, installed.stderr
             manager.wait_for("ActiveState", "active", timeout=STARTUP_S)
             assert manager.show("StatusText") == "listening"
+            # READY=1 comes once the models are warm, before the microphone is open: what
+            # is said before the record stream exists is not heard, by anyone.
+            wait_until(lambda: pulse.source_outputs() != [], 30, "the daemon's record stream")
             mic.feed(concat(data_audio("hey_mycroft_test.wav"), data_audio("jfk.flac")))
             mic.feed(silence(2.0))
             deadline = time.monotonic() + 90
