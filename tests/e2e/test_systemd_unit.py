@@ -185,9 +185,12 @@ if CAN_RUN_MANAGER:
         assert f"run --config {home.config} ;" in manager.show("ExecStart")
         cache = home.home / ".cache"
         writable = [home.gallery, cache / "speech2image", cache / "huggingface", home.state]
+        # A checkout under /tmp keeps the shared /tmp (a private one would hide it).
+        shared_tmp = [] if "PrivateTmp=yes" in home.unit.read_text() else ["-/tmp", "-/var/tmp"]
         assert shlex.split(manager.show("ReadWritePaths")) == [
             *(f"-{path}" for path in writable),
             str(home.runtime),
+            *shared_tmp,
         ]
         status = home.cli("status")
         assert status.returncode == 3, status.stderr  # installed, not started
