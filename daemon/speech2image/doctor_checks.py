@@ -15,7 +15,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ from typing import Literal
 from .config import BUILTIN, Config, default_user_config, load_config
 from .configcheck import ConfigError
 from .model_files import PULL_HINT, ModelError, looks_like_a_path
+from .service.commands import ToolMissingError, run_tool
+from .service.unit import UNIT_NAME
+from .sessionbus import session_address
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ MIN_FREE_DISK = GIB  # a gallery with less room fills within days of 0.5 MB pict
 MIN_FREE_GPU = 2 * GIB  # sd-turbo in half precision needs about this much to draw
 BUS_TIMEOUT_S = 3.0
 SYSTEMCTL_TIMEOUT_S = 5.0
-UNIT = "speech2image.service"
 
 
 @dataclass(frozen=True)
@@ -216,16 +217,6 @@ def check_gpu(config: Config) -> Check:
     return judge_gpu(config.image.device, str(torch.__version__), gpu)
 
 
-def session_bus_address() -> str | None:
-    """Where the desktop notifier and the control commands find the session bus."""
-    if address := os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
-        return address
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and Path(runtime, "bus").exists():
-        return f"unix:path={Path(runtime, 'bus')}"
-    return None
-
-
 async def _server_information(address: str) -> list[str]:
     from dbus_fast import DBusError, Message, MessageType
     from dbus_fast.aio import MessageBus
@@ -246,7 +237,7 @@ def check_notifications(config: Config) -> Check:
     """Never a failure: without a desktop the daemon draws all the same, silently."""
     from dbus_fast import DBusError
 
-    address = session_bus_address()
+    address = session_address()
     if address is None:
         summary = "no session bus (DBUS_SESSION_BUS_ADDRESS unset, no $XDG_RUNTIME_DIR/bus)"
         fix = "run inside a desktop session: without a bus, no notifications and no pause/resume"
@@ -350,14 +341,8 @@ def check_service() -> Check:
 def _systemctl(verb: str) -> str | None:
     """The state systemctl prints, or None when it printed none (no manager, a timeout)."""
     try:
-        done = subprocess.run(
-            ["systemctl", "--user", verb, UNIT],
-            capture_output=True,
-            text=True,
-            timeout=SYSTEMCTL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = run_tool(["systemctl", "--user", verb, UNIT_NAME], SYSTEMCTL_TIMEOUT_S)
+    except (OSError, ToolMissingError) as exc:
         log.debug("systemctl --user %s: %s", verb, exc)
         return None
     state = done.stdout.strip()
