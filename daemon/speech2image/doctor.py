@@ -21,10 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import IO, Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import IO, TYPE_CHECKING, Any
 
 from .config import AudioConfig, Config
 from .doctor_checks import (
@@ -39,6 +36,10 @@ from .doctor_checks import (
     check_speech,
     check_wake,
 )
+
+if TYPE_CHECKING:  # numpy only when the microphone is measured: every command parses this
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def dbfs(amplitude: float) -> float:
 
 
 def levels_of(samples: npt.NDArray[np.float32], rate: int) -> Levels:
+    import numpy as np
+
     if samples.size == 0:
         return Levels(-math.inf, -math.inf, 0.0)
     peak = float(np.max(np.abs(samples)))
@@ -251,6 +254,8 @@ def check_audio(config: AudioConfig, seconds: float, terminal: IO[str] | None) -
 
 
 def listen(config: AudioConfig, seconds: float, meter: Meter | None) -> Check:
+    import numpy as np
+
     from .listening.audio import AudioError
     from .listening.microphone import (
         describe_device,
@@ -289,6 +294,8 @@ def listen(config: AudioConfig, seconds: float, meter: Meter | None) -> Check:
 def _meter_until(
     deadline: float, blocks: list[npt.NDArray[np.float32]], meter: Meter | None
 ) -> None:
+    import numpy as np
+
     seen = 0
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(METER_TICK_S, left))
