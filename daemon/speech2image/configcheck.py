@@ -8,6 +8,7 @@ file, the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import types
 import typing
 from collections.abc import Mapping
@@ -179,3 +180,18 @@ def _in_range(value: float, meta: Mapping[str, Any]) -> bool:
     if lo is not None and (value <= lo if meta.get("lo_open", False) else value < lo):
         return False
     return hi is None or value <= hi
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` lets only this machine connect (127.0.0.0/8, ::1, its
+    IPv4-mapped forms, localhost); a wildcard (0.0.0.0, ::) is everything, not loopback."""
+    name = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    if name in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
