@@ -40,6 +40,7 @@ from .ledger import Ledger
 from .listening.audio import AudioSource, lost_audio
 from .listening.listener import Listener
 from .livestate import LiveState
+from .pcm import Frame
 from .request import Request
 from .shutdown import Shutdown
 from .stages import Stages, build_listener, feedback_of, wake_sound
@@ -190,17 +191,15 @@ class Daemon:
         self.listener.listen_now()
 
     def status(self) -> dict[str, str | int | float | bool]:
-        snap = self.live.snapshot
-        state, detail = self.live.current
         source = self.source
-        return {
-            "state": state,
-            "detail": detail,
-            "paused": snap.paused,
-            "queue": len(snap.queued) + len(snap.transcribing),
-            "last_image": snap.last_image,
-            "microphone": snap.microphone or (source.name if source else ""),
-        }
+        return self.live.status(source.name if source is not None else "")
+
+    def submit(self, request: Request, audio: Frame | None) -> bool:
+        """A request from elsewhere than the microphone (the web page): spoken
+        (``audio``) or typed (its prompt); False when busy, as the event also says."""
+        self.ledger.open(request)
+        why = "still transcribing earlier requests"
+        return self._hand_on(self._speech, Heard(request, audio), request.id, why)
 
     def swap(
         self, config: Config, stages: Stages, listener: Listener | None, sound: WakeSound | None
@@ -334,7 +333,7 @@ class Daemon:
 
     def _understand_heard(self, heard: Heard) -> None:
         debug = self.config.debug
-        if debug.save_audio:  # off by default: speech is private
+        if debug.save_audio and heard.audio is not None:  # off by default: speech is private
             save_utterance(debug_audio_dir(debug), heard.request.id, heard.audio)
         self._understand(heard)
 
@@ -342,13 +341,13 @@ class Daemon:
         item = ToDraw(request, time.monotonic())
         self._hand_on(self._images, item, request.id, "still drawing earlier requests")
 
-    def _hand_on(self, worker: Worker[Any], item: Any, request_id: str, why: str) -> None:
+    def _hand_on(self, worker: Worker[Any], item: Any, request_id: str, why: str) -> bool:
         if worker.submit(item, wait=self._wait_when_busy):
-            return
-        if self.shutdown.requested:
-            return  # not busy: stopping; the ledger ends it as a shutdown
-        log.warning("busy: %s; this request is dropped", why)
-        self.sink.emit(Rejected(id=request_id, t=self.now(), reason="busy", detail=why))
+            return True
+        if not self.shutdown.requested:  # stopping is not busy: the ledger ends it so
+            log.warning("busy: %s; this request is dropped", why)
+            self.sink.emit(Rejected(id=request_id, t=self.now(), reason="busy", detail=why))
+        return False
 
     def _events(self, source: AudioSource) -> Iterator[Event]:
         lost = (0, 0)

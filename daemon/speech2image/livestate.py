@@ -161,6 +161,19 @@ class LiveState:
     def current(self) -> tuple[str, str]:
         return self._shown
 
+    def status(self, source: str) -> dict[str, str | int | float | bool]:
+        """What ``speech2image status`` and the D-Bus ``Status()`` show."""
+        snap = self._snap
+        state, detail = self._shown
+        return {
+            "state": state,
+            "detail": detail,
+            "paused": snap.paused,
+            "queue": len(snap.queued) + len(snap.transcribing),
+            "last_image": snap.last_image,
+            "microphone": snap.microphone or source,
+        }
+
     def emit(self, event: Event) -> None:
         if isinstance(event, Error) and event.stage == "audio":
             return  # a waiting microphone is told directly (waiting()), with its name

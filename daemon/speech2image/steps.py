@@ -38,7 +38,7 @@ class Heard:
     """An utterance on its way to the speech worker: the record and its audio."""
 
     request: Request
-    audio: Frame
+    audio: Frame | None  # None: typed on the web page, nothing to transcribe
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,11 @@ class Understand:
 
     def __call__(self, heard: Heard) -> None:
         request = heard.request
+        if heard.audio is None:
+            accepted = moderate(request, self._moderator, self._ledger, self._clock)
+            if accepted is not None:
+                self._forward(accepted)
+            return
         try:
             result = self._transcriber.transcribe(heard.audio)
         except Exception as exc:  # this utterance failed; the next one may work
