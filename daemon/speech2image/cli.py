@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .daemon import Daemon
     from .events import EventSink
     from .listening.audio import AudioSource
+    from .webtalk import ServedPage
 
 log = logging.getLogger("speech2image")
 
@@ -123,12 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", metavar="FILE", help="write events as JSON lines (- = stdout)"
     )
     generate.set_defaults(command=cmd_generate)
-    # Command groups in their own modules: the service, its control, the check-up.
+    # Command groups in their own modules: the service, its control, the check-up, the page.
     from .control.client import register as register_control
     from .doctor import register as register_doctor
+    from .gallery.command import register as register_gallery
     from .service.commands import register as register_service
 
-    for register in (register_service, register_control, register_doctor):
+    for register in (register_service, register_control, register_doctor, register_gallery):
         register(sub)
     return parser
 
@@ -146,6 +148,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
+    from .events import FanOut
     from .gallery.writer import GalleryError
     from .listening.audio import AudioError, FileSource
     from .listening.microphone import PortAudioMissingError, import_sounddevice
@@ -173,10 +176,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return _fail(str(exc), EX_ALREADY_RUNNING)
         session = ServiceSession(lambda: load_config(args.config), microphone)
         stack.callback(session.close)
+        sink, page = _event_sink(args.events, stack), _served_page(config)
         try:
             daemon = Daemon(
                 config,
-                _event_sink(args.events, stack),
+                sink if page is None else FanOut(sink, page.events),
                 shutdown=args.shutdown,
                 reopen=_microphone_opener(lambda: daemon) if microphone else None,
                 heartbeat=session.beat,
@@ -185,6 +189,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
         stack.callback(daemon.close)
+        if page is not None:
+            from .webtalk import PageError
+
+            try:
+                page.start(daemon)
+            except PageError as exc:
+                return _fail(str(exc), EX_CONFIG)
+            stack.callback(page.stop)
         session.start(daemon)
         if source is None:  # never fails for a missing device: it reports it and waits
             source = _microphone_opener(lambda: daemon)(config)
@@ -210,6 +222,15 @@ def _microphone_opener(daemon: Callable[[], Daemon]) -> Callable[[Config], Audio
         )
 
     return open_microphone
+
+
+def _served_page(config: Config) -> ServedPage | None:
+    """The web page inside the daemon (``[gallery] serve``); imported only then."""
+    if not config.gallery.serve:
+        return None
+    from .webtalk import ServedPage
+
+    return ServedPage(config)
 
 
 def _event_sink(target: str | None, stack: ExitStack) -> EventSink:

@@ -19,7 +19,7 @@ from typing import Any
 
 import platformdirs
 
-from .configcheck import ConfigError, build_table, limits, spec
+from .configcheck import ConfigError, build_table, is_loopback, limits, spec
 
 EX_CONFIG = 78
 ENV_VAR = "SPEECH2IMAGE_CONFIG"
@@ -205,6 +205,16 @@ class GalleryConfig:
     """``[gallery]``: where images go."""
 
     dir: str = spec("outputs")  # relative paths resolve against the working directory
+    serve: bool = spec(False)  # the daemon also serves the web page (browse, talk, type)
+    host: str = spec("127.0.0.1")  # anything but loopback needs the token and HTTPS
+    port: int = spec(8765, lo=0, hi=65535)  # 0 = any free port (printed at start)
+    token: str = spec("")  # off loopback; "" = one generated and kept in the config folder
+    cert: str = spec("")  # HTTPS off loopback: your own PEM files, or "" for a self-signed one
+    key: str = spec("")
+
+    @property
+    def open_to_network(self) -> bool:  # served beyond this machine: token and HTTPS
+        return self.serve and not is_loopback(self.host)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,8 @@ class Reloader:
             log.info("config reloaded from %s: nothing changed", new.source)
             return False
         log.info("config reload: %s changed; rebuilding %s", _names(changed), _names(parts))
+        if page_settings(old) != page_settings(new):
+            log.warning("the web page's [gallery] settings take effect at the next restart")
         previous = daemon.stages
         sound = daemon.wake_sound
         try:
@@ -157,6 +159,13 @@ class Reloader:
         if "listener" in parts:
             listener = build_listener(new, feedback_of(sound))
         return dataclasses.replace(current, **replace), listener
+
+
+def page_settings(config: Config) -> tuple[object, ...]:
+    """What the running web server was started with (it is not rebuilt at a reload)."""
+    gallery = config.gallery
+    served = (gallery.dir, gallery.host, gallery.port, gallery.token, gallery.cert, gallery.key)
+    return (gallery.serve, *(served if gallery.serve else ()))
 
 
 def _names(items: frozenset[str] | list[str]) -> str:

@@ -94,7 +94,23 @@ def desktop_notifier(config: Config, environ: Mapping[str, str] = os.environ) ->
         return None
     from .desktop.notify import DesktopNotifier
 
-    return DesktopNotifier(config.notify, opener=picture_opener(environ))
+    return DesktopNotifier(
+        config.notify, opener=picture_opener(environ), locate=picture_locator(config)
+    )
+
+
+def picture_locator(config: Config) -> Callable[[str], str]:
+    """What "Open" opens: the image's view on the page the daemon serves, else the file.
+
+    With ``port = 0`` the address is only known once bound, so the file it is."""
+    gallery = config.gallery
+    if not gallery.serve or gallery.port == 0:
+        return str
+    from .gallery.server import ServeOptions, detail_url, local_url
+
+    base = local_url(gallery.host, gallery.port, ServeOptions.from_config(gallery).open_to_network)
+    root = Path(gallery.dir)
+    return lambda path: detail_url(base, root, Path(path)) or path
 
 
 def picture_opener(environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -172,7 +172,7 @@ def test_exec_start_points_at_this_installation() -> None:
 
 def test_installation_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("XDG_CACHE_HOME", "XDG_STATE_HOME", "HF_HUB_CACHE"):
+    for name in ("XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "HF_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
     config_file = tmp_path / "c.toml"
     config_file.touch()
@@ -192,12 +192,19 @@ def test_installation_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert Path("/srv/hub") in installation_spec(config, None, tmp_path, environ=hub).writable
     saving = Config(debug=DebugConfig(save_audio=True, audio_dir="/srv/clips"))
     assert installation_spec(saving, None, tmp_path, environ={}).writable[-1] == Path("/srv/clips")
+    # a page served beyond loopback keeps its token and certificate in the config folder
+    config_dir = tmp_path / ".config" / "speech2image"
+    local = Config(gallery=GalleryConfig(serve=True, host="127.0.0.1"))
+    assert config_dir not in installation_spec(local, None, tmp_path, environ={}).writable
+    lan = Config(gallery=GalleryConfig(serve=True, host="0.0.0.0"))
+    made = installation_spec(lan, None, tmp_path, environ={})
+    assert config_dir in made.writable
+    assert made.network
 
 
 def test_network_is_read_from_tables_that_may_exist_later() -> None:
     assert not needs_network(Config())
-    served: Any = SimpleNamespace(gallery=SimpleNamespace(serve=True))
-    assert needs_network(served)
+    assert needs_network(Config(gallery=GalleryConfig(serve=True)))
     wyoming: Any = SimpleNamespace(gallery=GalleryConfig(), wyoming=SimpleNamespace(enabled=True))
     assert needs_network(wyoming)
 

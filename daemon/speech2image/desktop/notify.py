@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,18 @@ def _trim(remembered: dict[Any, Any]) -> None:
 
 class DesktopNotifier:
     """Desktop notifications for pipeline events (an :class:`EventSink` too); ``opener``
-    is run with the image path when the user clicks "Open"."""
+    is run with ``locate(image path)`` when the user clicks "Open" (the path itself, or
+    the web page's view of the image when the daemon serves one)."""
 
-    def __init__(self, config: NotifyConfig, opener: Sequence[str] = ("xdg-open",)) -> None:
+    def __init__(
+        self,
+        config: NotifyConfig,
+        opener: Sequence[str] = ("xdg-open",),
+        locate: Callable[[str], str] = str,
+    ) -> None:
         self._config = config
         self._opener = tuple(opener)
+        self._locate = locate
         self._lock = threading.Lock()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -379,7 +386,7 @@ class DesktopNotifier:
     def _open(self, path: str) -> None:
         """Run the opener detached (own session, no shell) and reap it in a thread."""
         try:
-            command, devnull = [*self._opener, path], subprocess.DEVNULL
+            command, devnull = [*self._opener, self._locate(path)], subprocess.DEVNULL
             process = subprocess.Popen(
                 command, stdin=devnull, stdout=devnull, stderr=devnull, start_new_session=True
             )

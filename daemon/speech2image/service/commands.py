@@ -102,9 +102,9 @@ def program_command(executable: str = sys.executable) -> tuple[str, ...]:
 
 
 def needs_network(config: Config) -> bool:
-    """Whether the web page or the Wyoming server is on (read with getattr: neither
-    table exists yet, and this must keep working once they do)."""
-    serve = bool(getattr(config.gallery, "serve", False))
+    """Whether the web page or the Wyoming server is on (Wyoming read with getattr:
+    its table does not exist yet, and this must keep working once it does)."""
+    serve = config.gallery.serve
     wyoming = getattr(config, "wyoming", None)
     wyoming_on = wyoming is not None and bool(
         getattr(wyoming, "enabled", False) or getattr(wyoming, "uri", "")
@@ -128,6 +128,8 @@ def installation_spec(
     if not hub.is_relative_to(hf_home):
         writable.append(hub)
     writable.append(default_state_dir())
+    if config.gallery.open_to_network:  # the page's token and certificate are made there
+        writable.append(platformdirs.user_config_path("speech2image"))
     if config.debug.save_audio and config.debug.audio_dir:
         writable.append(Path(config.debug.audio_dir).expanduser())
     program = program_command(executable)
