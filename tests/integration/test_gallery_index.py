@@ -132,8 +132,8 @@ def test_an_image_the_writer_stores_is_added_once_and_whole(root: Path, recorder
     assert added.entry.prompt == "a red fox in the snow"
     assert added.entry.negative == "blurry"
     assert added.entry.bytes == path.stat().st_size
-    assert added.entry.sidecar is not None
-    assert added.entry.sidecar["seed"] == 42
+    assert added.entry.settings["Seed"] == "42"
+    assert added.entry.sidecar is None  # kept on disk; the detail view reads it
 
 
 def test_copies_made_by_hand_appear_complete(

@@ -263,3 +263,15 @@ def test_a_network_bind_warns_serves_https_and_needs_the_token(tmp_path: Path) -
     assert token not in out
     assert token not in err
     assert token not in "".join(before)
+
+
+def test_the_listening_socket_says_tcp(tmp_path: Path) -> None:
+    """asyncio turns Nagle off only for a socket whose protocol is TCP; with protocol 0
+    every keep-alive answer waited ~40 ms for the client's delayed ACK."""
+    server = GalleryServer(ServeOptions(root=tmp_path, host="127.0.0.1", port=0))
+    sock = server._bind()
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+        server.gallery.state.close()

@@ -11,6 +11,7 @@ and read again on its next event and by one retry timer, for at most a minute.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -144,7 +145,7 @@ class GalleryIndex:
         with self._update:
             found, unreadable = read_tree(self.root, self.root)
             with self._lock:
-                changes = self._listing.replace_all(found)
+                changes = self._listing.replace_all(slim_all(found))
             for image_id in unreadable:
                 self._pend(image_id)
             self._publish(changes)
@@ -168,7 +169,7 @@ class GalleryIndex:
             self._pend(image_id)
             return
         self._pending.pop(image_id, None)
-        self._publish(self._apply(image_id, entry))
+        self._publish(self._apply(image_id, slim(entry) if entry else None))
 
     def _apply(self, image_id: str, entry: ImageEntry | None) -> list[Change]:
         with self._lock:
@@ -244,6 +245,7 @@ class GalleryIndex:
         if prefix is None:
             return
         found, unreadable = read_tree(self.root, folder)
+        found = slim_all(found)
         with self._lock:
             gone = [i for i in self._listing.ids_under(prefix) if i not in found]
         changes: list[Change] = []
@@ -330,6 +332,16 @@ class _Handler(events.FileSystemEventHandler):
 
     def on_any_event(self, event: events.FileSystemEvent) -> None:
         self._handle(event)
+
+
+def slim(entry: ImageEntry) -> ImageEntry:
+    """What the list and search need: the whole sidecar and the raw A1111 text stay on
+    disk (read again for the detail view), or 10,000 images would keep ~40 MB of JSON."""
+    return dataclasses.replace(entry, sidecar=None, parameters=None)
+
+
+def slim_all(found: dict[str, ImageEntry]) -> dict[str, ImageEntry]:
+    return {image_id: slim(entry) for image_id, entry in found.items()}
 
 
 def _watch_failure(root: Path, exc: OSError) -> str:

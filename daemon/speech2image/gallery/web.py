@@ -33,6 +33,7 @@ from .entry import ImageEntry
 from .index import Change, GalleryIndex
 from .live import EventHub, sse_stream
 from .pagestate import PageState
+from .reading import read_entry
 from .talk import Talk, talk_routes
 from .thumbs import ThumbnailError, Thumbnails
 from .trash import NotInTrash, Trash, TrashConflict, TrashError
@@ -214,7 +215,11 @@ async def _list(request: HttpRequest) -> Response:
 
 
 async def _detail(request: HttpRequest) -> Response:
-    return JSONResponse(_gallery(request).present(_entry(request), detail=True))
+    """The index keeps only what lists need: the sidecar is read now."""
+    gallery = _gallery(request)
+    listed = _entry(request)
+    entry = await run_in_threadpool(read_entry, gallery.root, gallery.root / listed.id)
+    return JSONResponse(gallery.present(entry or listed, detail=True))
 
 
 async def _file(request: HttpRequest) -> Response:
@@ -275,8 +280,6 @@ async def _trash_list(request: HttpRequest) -> Response:
 
 
 def _trash_items(gallery: Gallery) -> list[dict[str, Any]]:
-    from .reading import read_entry
-
     out = []
     for item in gallery.trash.items():
         entry = read_entry(item.image.parent, item.image)
