@@ -137,3 +137,26 @@ def notification_server(
 def _daemon_config(daemon_config_env: Path) -> Path:
     """Every daemon these tests start uses the tiny image model and a private gallery."""
     return daemon_config_env
+
+
+# The real-browser tests (gallery page): Chromium through Selenium, see browser.py.
+try:
+    from .browser import CALL_REPORT, chromium, fake_mic_wav
+except ImportError:
+    from browser import (  # type: ignore[no-redef,unused-ignore]
+        CALL_REPORT,
+        chromium,
+        fake_mic_wav,
+    )
+
+__all__ = ["chromium", "fake_mic_wav"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep the call phase's report on the item, so fixtures know at teardown whether
+    the test passed (a browser screenshots either way, but checks its console only then)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.stash[CALL_REPORT] = report
