@@ -7,6 +7,7 @@ states its goal next to the figure so a reader sees where we stand.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import images, listening, moderation, speech
+from bench import gallery, images, listening, moderation, speech
 from speech2image import __version__
 
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -250,6 +251,103 @@ def images_section(quick: bool) -> str:
     )
 
 
+def _ms(value: float | None) -> str:
+    return "never" if value is None or math.isnan(value) else f"{value:.1f} ms"
+
+
+def _met(worst: float, goal: float) -> str:
+    return "met" if worst <= goal else "**not met**"
+
+
+def _gallery_index(f: gallery.Figures) -> list[str]:
+    lines = [
+        "| index build, alone in a fresh process | scan | RSS growth | Python heap kept (peak) |",
+        "|---|---|---|---|",
+    ]
+    heap = f.probes["traced"]
+    for label, key in (("file data not in the page cache", "cold"), ("again, cached", "warm")):
+        probe = f.probes[key]
+        lines.append(
+            f"| {label} | {probe['scan_s']:.2f} s | {probe['rss_mib']:.1f} MiB "
+            f"| {heap['heap_mib']:.1f} MiB ({heap['heap_peak_mib']:.1f}) |"
+        )
+    return [
+        *lines,
+        "",
+        f"`speech2image gallery` from exec to serving: {f.full.start_s:.2f} s, "
+        f"{f.full.rss_mib:.0f} MiB resident; on an empty gallery {f.empty.start_s:.2f} s, "
+        f"{f.empty.rss_mib:.0f} MiB (the baseline: interpreter, imports, uvicorn).",
+    ]
+
+
+def _gallery_api(f: gallery.Figures) -> list[str]:
+    status = f.api[0].p50_ms
+    lines = ["| request | requests | p50 | p99 | p50 / status p50 |", "|---|---|---|---|---|"]
+    for row in f.api:
+        lines.append(
+            f"| {row.label} | {row.samples} | {_ms(row.p50_ms)} | {_ms(row.p99_ms)} "
+            f"| {row.p50_ms / status:.2f}x |"
+        )
+    worst = max(row.p99_ms for row in f.api if "?q=" in row.label)
+    return [*lines, "", f"Goal `?q=` p99 <= 20 ms: {_met(worst, 20.0)} ({worst:.1f} ms)."]
+
+
+def _gallery_browser(f: gallery.Figures) -> list[str]:
+    lines = [
+        "| load (new profile each) | DOMContentLoaded | ready | thumbnails in view loaded |",
+        "|---|---|---|---|",
+    ]
+    for load in f.loads:
+        kind = "thumbnails cached" if load.thumbs_cached else "thumbnails made afresh"
+        lines.append(
+            f"| {kind} | {_ms(load.dom_ms)} | {_ms(load.ready_ms)} "
+            f"| {_ms(load.thumbs_ms)} ({load.thumbs}) |"
+        )
+    cold = [load.ready_ms for load in f.loads if not load.thumbs_cached]
+    ready = [ms for ms in cold if ms is not None]
+    if len(ready) < len(cold):
+        lines += ["", "**The page did not set `body[data-ready]` within 30 s.**"]
+    else:
+        lines += ["", f"Median ready, thumbnails made afresh: {statistics.median(ready):.0f} ms."]
+    lines += ["", "| a file lands -> | samples | p50 | p99 | never seen |", "|---|---|---|---|---|"]
+    for row in (f.sse, f.page):
+        lines.append(
+            f"| {row.label} | {row.samples} | {_ms(row.p50_ms)} | {_ms(row.p99_ms)} "
+            f"| {row.missed} |"
+        )
+    worst = math.inf if f.sse.missed + f.page.missed else max(f.sse.p99_ms, f.page.p99_ms)
+    return [*lines, "", f"Goal p99 <= 1 s: {_met(worst, 1000.0)}."]
+
+
+def gallery_section(quick: bool) -> str:
+    f = gallery.measure(quick)
+    return "\n".join(
+        [
+            "## Gallery page",
+            "",
+            f"{f.images:,} images made by the benchmark in {f.make_s:.0f} s (32x32 PNGs with",
+            "A1111 `parameters` and JSON sidecars, prompts from a word list, over 30 day",
+            "folders), served by `speech2image gallery` (browse-only, loopback) in its own",
+            "process; the HTTP client and Chromium run in others, on the same machine.",
+            "",
+            *_gallery_index(f),
+            "",
+            "`GET /api/images` through real HTTP (httpx, one keep-alive connection), after a",
+            "warm-up. Baseline: `GET /api/status`, the same round trip with no work.",
+            "",
+            *_gallery_api(f),
+            "",
+            "First page load in headless Chromium, from navigation start by the page's clock:",
+            "ready is `body[data-ready]`, the first page of cards shown and the event stream",
+            "open. Then a PNG is hard-linked into a day folder (its sidecar first, as the",
+            "writer does), one every ~0.3 s: time until an SSE client sees `added`, and",
+            "until the open page has its card in the DOM (a MutationObserver, page clock).",
+            "",
+            *_gallery_browser(f),
+        ]
+    )
+
+
 SECTIONS: dict[str, Callable[[bool], str]] = {
     "cost": cost_section,
     "accuracy": accuracy_section,
@@ -258,6 +356,7 @@ SECTIONS: dict[str, Callable[[bool], str]] = {
     "speech": speech_section,
     "moderation": moderation_section,
     "images": images_section,
+    "gallery": gallery_section,
 }
 
 
