@@ -64,7 +64,7 @@ def test_prepare_in_another_process_spares_a_write_in_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Deterministic: a second writer starts between this one's temp write and its link."""
-    link = writer_module._link
+    link = writer_module.link_no_replace
     spared: list[Path] = []
 
     def another_writer_starts_first(temp: Path, target: Path) -> bool:
@@ -75,7 +75,7 @@ def test_prepare_in_another_process_spares_a_write_in_progress(
 
     writer = GalleryWriter(tmp_path)
     writer.prepare()
-    monkeypatch.setattr(writer_module, "_link", another_writer_starts_first)
+    monkeypatch.setattr(writer_module, "link_no_replace", another_writer_starts_first)
     path = writer.write(pixels(1), drawn_request("a lighthouse at dusk", 1, 32), WHEN)
 
     assert len(spared) == 2  # the sidecar's temp file, then the PNG's

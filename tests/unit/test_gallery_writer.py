@@ -231,14 +231,14 @@ def test_a_write_leaves_no_temp_files_and_uses_writer_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     temps: list[str] = []
-    link = writer_module._link
+    link = writer_module.link_no_replace
 
     def spy(temp: Path, target: Path) -> bool:
         temps.append(temp.name)
         assert temp.parent == tmp_path / ".tmp"
         return link(temp, target)
 
-    monkeypatch.setattr(writer_module, "_link", spy)
+    monkeypatch.setattr(writer_module, "link_no_replace", spy)
     GalleryWriter(tmp_path).write(pixels(1), record(), WHEN)
     assert len(temps) == 2  # the sidecar, then the PNG
     for name in temps:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .entry import HIDDEN_PREFIX, IMAGE_SUFFIXES
+from .writer import link_no_replace
 
 __all__ = [
     "RETENTION_S",
@@ -294,20 +295,9 @@ def _link(source: Path, target: Path) -> bool:
     """Give ``source`` the name ``target`` too, unless that exists; False if it does.
 
     True also when ``target`` already is ``source`` (a restore interrupted between its
-    link and its unlink, finished now). File systems without hard links fall back to
-    check-then-rename, as the writer does.
+    link and its unlink, finished now).
     """
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        return os.path.samefile(source, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise
-        if target.exists():
-            return False
-        os.rename(source, target)
-    return True
+    return link_no_replace(source, target) or os.path.samefile(source, target)
 
 
 def _unwritable(root: Path, exc: OSError) -> str:

@@ -143,7 +143,7 @@ class GalleryWriter:
         _make_folder(target.parent)
         temp = self._write_temp(data)
         try:
-            if not _link(temp, target):
+            if not link_no_replace(temp, target):
                 return False
         finally:
             temp.unlink(missing_ok=True)
@@ -257,7 +257,7 @@ def sidecar_bytes(request: Request, when: dt.datetime) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def _link(temp: Path, target: Path) -> bool:
+def link_no_replace(temp: Path, target: Path) -> bool:
     """Give ``temp`` the name ``target`` unless that exists; False if it does.
 
     A hard link is atomic and never replaces; file systems without hard links
