@@ -271,3 +271,17 @@ def test_concurrent_deletes(tmp_path: Path) -> None:
     assert sorted(i.id for i in items) == ids
     assert len({i.tid for i in items}) == 8
     assert all(i.sidecar is not None and i.sidecar.is_file() for i in items)
+
+
+def test_a_symlink_planted_in_the_trash_is_no_item(tmp_path: Path) -> None:
+    root = tmp_path / "gallery"
+    pair(root)
+    trash = Trash(root)
+    real = trash.delete(FOX)
+    planted = root / ".trash" / "1700000000-deadbeef"
+    planted.mkdir()
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG not yours")
+    (planted / "evil.png").symlink_to(tmp_path / "secret.png")
+    assert [item.tid for item in trash.items()] == [real.tid]
+    with pytest.raises(NotInTrash):
+        trash.file("1700000000-deadbeef")

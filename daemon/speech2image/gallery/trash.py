@@ -223,12 +223,15 @@ class Trash:
 
 
 def _find_image(folder: Path) -> Path | None:
-    """The one image file under ``folder`` (at any depth: the id's folders)."""
+    """The one image file under ``folder`` (at any depth: the id's folders); a symlink
+    is never one (planted by hand, it could point anywhere)."""
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(HIDDEN_PREFIX))
         for name in sorted(files):
             path = Path(parent) / name
-            if not name.startswith(HIDDEN_PREFIX) and path.suffix.lower() in IMAGE_SUFFIXES:
+            if name.startswith(HIDDEN_PREFIX) or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not path.is_symlink():
                 return path
     return None
 
