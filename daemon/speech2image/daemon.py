@@ -4,10 +4,9 @@ Stages never import each other; this module is the only place that knows the
 order. Listening runs in its own thread and only hands utterances on, so that
 transcription and generation can never stall it. Transcription + moderation run
 in one worker thread, generation + storage in another that alone owns the model
-(and the GPU); bounded queues join them. The main thread waits and stops.
-
-Every request is opened in the :class:`Ledger` where it starts and ends there in
-exactly one ``image`` or ``rejected`` event, including at shutdown.
+(and the GPU); bounded lines per source join them. The main thread waits and stops.
+Every request is opened in the :class:`Ledger` where it starts (the microphone, or
+:meth:`Daemon.submit`) and ends there in one ``image`` or ``rejected`` event, always.
 
 A microphone daemon can be paused (the microphone closed), told to listen without a
 wake word and given a new config (:meth:`Daemon.swap`), from the control and reload threads.
@@ -44,7 +43,7 @@ from .pcm import Frame
 from .request import Request
 from .shutdown import Shutdown
 from .stages import Stages, build_listener, feedback_of, wake_sound
-from .steps import Draw, Heard, ToDraw, Understand
+from .steps import Draw, Heard, ToDraw, Understand, source_key
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -107,12 +106,10 @@ class Daemon:
             lambda item: self._draw(item),  # noqa: PLW0108 - a reload swaps _draw
             config.image.queue,
             lambda item, exc: self._failed(item.request, exc),
+            source_key,
         )
         self._speech: Worker[Heard] = Worker(
-            "speech",
-            self._understand_heard,
-            SPEECH_QUEUE_DEPTH,
-            lambda h, exc: self._failed(h.request, exc),
+            "speech", self._understand_heard, SPEECH_QUEUE_DEPTH, self._failed_heard, source_key
         )
         self.shutdown.on_request(self._halt)
         if paused and reopen is not None:  # the pause survived a restart
@@ -128,7 +125,7 @@ class Daemon:
             stages.moderator,
             self.ledger,
             clock=self.now,
-            forward=self._to_images,
+            forward=self.to_images,
         )
         return understand, draw
 
@@ -267,6 +264,9 @@ class Daemon:
                 log.warning("the %s worker is busy at the stop deadline; leaving it", worker.name)
                 self._left_behind.set()
 
+    def _failed_heard(self, heard: Heard, exc: Exception) -> None:
+        self._failed(heard.request, exc)
+
     def _failed(self, request: Request, exc: Exception) -> None:
         self.ledger.fail(request.id, "daemon", f"unexpected {type(exc).__name__}: {exc}")
 
@@ -337,9 +337,10 @@ class Daemon:
             save_utterance(debug_audio_dir(debug), heard.request.id, heard.audio)
         self._understand(heard)
 
-    def _to_images(self, request: Request) -> None:
+    def to_images(self, request: Request) -> bool:
+        """An accepted request into the drawing queue; False when busy (and so ended)."""
         item = ToDraw(request, time.monotonic())
-        self._hand_on(self._images, item, request.id, "still drawing earlier requests")
+        return self._hand_on(self._images, item, request.id, "still drawing earlier requests")
 
     def _hand_on(self, worker: Worker[Any], item: Any, request_id: str, why: str) -> bool:
         if worker.submit(item, wait=self._wait_when_busy):

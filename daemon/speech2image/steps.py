@@ -49,6 +49,12 @@ class ToDraw:
     queued_at: float  # time.monotonic()
 
 
+def source_key(item: Heard | ToDraw) -> str:
+    """Whose line a request waits in (the microphone, the web page, each Wyoming client
+    or satellite), so that one room cannot starve the others."""
+    return f"{item.request.source}:{item.request.origin}"
+
+
 class ImageSource(Protocol):
     def generate(
         self,
@@ -110,7 +116,7 @@ class Understand:
         ledger: Ledger,
         *,
         clock: Clock,
-        forward: Callable[[Request], None],
+        forward: Callable[[Request], object],
     ) -> None:
         self._config = config
         self._transcriber = transcriber
