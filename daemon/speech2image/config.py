@@ -20,6 +20,7 @@ from typing import Any
 import platformdirs
 
 from .configcheck import ConfigError, build_table, is_loopback, limits, spec
+from .vocabulary import COMPUTE_TYPES, WHISPER_LANGUAGES
 
 EX_CONFIG = 78
 ENV_VAR = "SPEECH2IMAGE_CONFIG"
@@ -30,34 +31,6 @@ BUILTIN = "<built-in defaults>"
 VAD_HYSTERESIS = 0.15
 # Stable Diffusion's VAE works on 8x8 pixel blocks: other sizes fail in the pipeline.
 VAE_SCALE = 8
-# What CTranslate2 accepts as a compute_type (its quantization docs), checked here so
-# a typo fails at start, not at the first request; ctranslate2 is too heavy to import.
-COMPUTE_TYPES = (
-    "auto",
-    "default",
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
-# Whisper's language codes, copied from faster_whisper.tokenizer._LANGUAGE_CODES
-# (faster-whisper 1.x; a unit test keeps them equal). "" = detect the language.
-# fmt: off
-WHISPER_LANGUAGES = (
-    "af", "am", "ar", "as", "az", "ba", "be", "bg", "bn", "bo", "br", "bs", "ca", "cs",
-    "cy", "da", "de", "el", "en", "es", "et", "eu", "fa", "fi", "fo", "fr", "gl", "gu",
-    "ha", "haw", "he", "hi", "hr", "ht", "hu", "hy", "id", "is", "it", "ja", "jw", "ka",
-    "kk", "km", "kn", "ko", "la", "lb", "ln", "lo", "lt", "lv", "mg", "mi", "mk", "ml",
-    "mn", "mr", "ms", "mt", "my", "ne", "nl", "nn", "no", "oc", "pa", "pl", "ps", "pt",
-    "ro", "ru", "sa", "sd", "si", "sk", "sl", "sn", "so", "sq", "sr", "su", "sv", "sw",
-    "ta", "te", "tg", "th", "tk", "tl", "tr", "tt", "uk", "ur", "uz", "vi", "yi", "yo",
-    "zh", "yue",
-)
-# fmt: on
 
 
 @dataclass(frozen=True)
@@ -192,7 +165,7 @@ class ImageConfig:
     negative_prompt: str = spec("")
     seed: int = spec(-1, lo=-1, hi=2**32 - 1)  # -1 = a new random seed per image (recorded)
     scheduler: str = spec("")  # "" = the model's own; else a diffusers scheduler class name
-    queue: int = spec(2, lo=1, hi=64)  # requests waiting for the GPU before "busy"
+    queue: int = spec(3, lo=1, hi=64)  # waiting for the GPU, all sources; see worker.admits
     channels_last: bool = spec(False)
     attention_slicing: bool = spec(False)
     vae_tiling: bool = spec(False)
@@ -215,6 +188,20 @@ class GalleryConfig:
     @property
     def open_to_network(self) -> bool:  # served beyond this machine: token and HTTPS
         return self.serve and not is_loopback(self.host)
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    """``[wyoming]``: Home Assistant's voice protocol, for many rooms on one GPU."""
+
+    uri: str = spec("")  # "" = off; e.g. "tcp://127.0.0.1:10650" (what `serve` defaults to)
+    allow_network: bool = spec(False)  # binding beyond loopback: Wyoming has no authentication
+    zeroconf: bool = spec(False)  # announce it for Home Assistant's discovery (mDNS)
+    satellites: tuple[str, ...] = spec(())  # wyoming-satellite URIs the daemon drives itself
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.uri or self.satellites)
 
 
 @dataclass(frozen=True)
@@ -261,6 +248,7 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     source: str = field(default=BUILTIN, compare=False)
@@ -275,6 +263,7 @@ TABLES: dict[str, type[Any]] = {
     "image": ImageConfig,
     "gallery": GalleryConfig,
     "notify": NotifyConfig,
+    "wyoming": WyomingConfig,
     "feedback": FeedbackConfig,
     "debug": DebugConfig,
 }

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 
 from speech2image.config import (
-    COMPUTE_TYPES,
     EX_CONFIG,
     VAD_HYSTERESIS,
-    WHISPER_LANGUAGES,
     Config,
     ConfigError,
     find_config_file,
@@ -22,6 +20,7 @@ from speech2image.config import (
     parse_config,
     to_toml_dict,
 )
+from speech2image.vocabulary import COMPUTE_TYPES, WHISPER_LANGUAGES
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTED = REPO / "config" / "speech2image.toml"

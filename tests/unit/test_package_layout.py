@@ -18,9 +18,19 @@ STAGES = (
     "desktop",
     "service",
     "control",
+    "wyoming",
 )
 # What every stage may use: the shared vocabulary, not another stage.
-SHARED = ("config", "configcheck", "events", "pcm", "model_files", "request", "sessionbus")
+SHARED = (
+    "config",
+    "configcheck",
+    "events",
+    "pcm",
+    "model_files",
+    "request",
+    "sessionbus",
+    "vocabulary",
+)
 MAX_LINES = 400
 
 

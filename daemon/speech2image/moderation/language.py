@@ -118,7 +118,7 @@ def _identifier() -> Any:
     """py3langid's model, restricted to Whisper's languages (what a transcript can be)."""
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-    from ..config import WHISPER_LANGUAGES
+    from ..vocabulary import WHISPER_LANGUAGES
 
     identifier = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
     known = set(identifier.nb_classes)
