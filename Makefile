@@ -26,7 +26,7 @@ run: apt-run $(STAMP) models
 # The tests need only the wake-word models from the network; speech, moderation and
 # test image models come from installed packages or are built by the tests (the
 # moderation embedder is exported to ONNX once, here, rather than in the first test).
-test: apt-test $(STAMP) test-models lint typecheck pytest
+test: apt-test $(STAMP) $(SATELLITE) test-models lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -72,6 +72,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps clip-anytorch
 	touch $@
 
+# The real wyoming-satellite the Wyoming tests drive: PyPI's 1.0.0 pins wyoming==1.4.1,
+# older than ours, so it lives in its own venv.
+SATELLITE := .venv-satellite/.installed
+$(SATELLITE):
+	$(PYTHON) -m venv .venv-satellite
+	.venv-satellite/bin/pip install --quiet "wyoming-satellite==1.0.0"
+	touch $@
+
 # apt-get only for packages that are missing, so a set-up machine skips it in milliseconds.
 # Explicit targets, not a pattern rule: GNU make never applies a pattern rule to a
 # target listed in .PHONY, and the recipe would silently do nothing.
@@ -93,4 +101,4 @@ fi
 endef
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-satellite .mypy_cache .ruff_cache .pytest_cache

@@ -9,19 +9,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import EX_CONFIG, load_config
 from .configcheck import ConfigError
-from .shutdown import Shutdown, StopRequested, exit_now
+from .shutdown import Shutdown, StopRequested
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .daemon import Daemon
-    from .events import EventSink
-    from .listening.audio import AudioSource
-    from .webtalk import ServedPage
+    pass
 
 log = logging.getLogger("speech2image")
 
@@ -76,7 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", metavar="FILE", help="listen to a sound file instead of the mic")
     run.add_argument("--realtime", action="store_true", help="pace --input like a microphone")
     run.add_argument("--events", metavar="FILE", help="write events as JSON lines (- = stdout)")
-    run.set_defaults(command=cmd_run)
+    run.set_defaults(command=_runner("cmd_run"))
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[config_flag],
+        help="run the daemon without a microphone, as a Wyoming service for Home Assistant",
+    )
+    serve.add_argument(
+        "--uri", help="where to listen (default: [wyoming] uri, else tcp://127.0.0.1:10650)"
+    )
+    serve.add_argument("--zeroconf", action="store_true", help="announce it for discovery (mDNS)")
+    serve.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="allow an address beyond loopback (Wyoming has no authentication)",
+    )
+    serve.add_argument("--events", metavar="FILE", help="write events as JSON lines (- = stdout)")
+    serve.set_defaults(command=_runner("cmd_serve"))
 
     devices = sub.add_parser("devices", help="list audio input devices")
     devices.set_defaults(command=cmd_devices)
@@ -141,125 +154,39 @@ def _model_kind(text: str) -> str:
     return text
 
 
+def _runner(name: str) -> Callable[[argparse.Namespace], int]:
+    """A command of runner.py, imported when it runs (it pulls in the daemon)."""
+
+    def command(args: argparse.Namespace) -> int:
+        from . import runner
+
+        function: Callable[[argparse.Namespace], int] = getattr(runner, name)
+        return function(args)
+
+    return command
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return EX_FAILURE
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .events import FanOut
-    from .gallery.writer import GalleryError
-    from .listening.audio import AudioError, FileSource
-    from .listening.microphone import PortAudioMissingError, import_sounddevice
-    from .model_files import ModelError
-    from .service.lock import EX_ALREADY_RUNNING, AlreadyRunningError, InstanceLock
-    from .session import ServiceSession
-
-    config = load_config(args.config)
-    source: AudioSource | None = None
-    try:  # a wrong file, or no PortAudio for a microphone, should not wait for the models
-        if args.input:
-            source = FileSource(args.input, realtime=args.realtime)
-        else:  # a missing microphone is not checked here: MicSource waits for it
-            import_sounddevice()
-    except PortAudioMissingError as exc:
-        return _fail(str(exc), EX_CONFIG)
-    except AudioError as exc:
-        return _fail(str(exc), EX_NOINPUT)
-    microphone = source is None
-    with ExitStack() as stack:
-        if microphone:  # one microphone daemon per user; file runs need no lock
-            try:
-                stack.enter_context(InstanceLock())
-            except AlreadyRunningError as exc:
-                return _fail(str(exc), EX_ALREADY_RUNNING)
-        session = ServiceSession(lambda: load_config(args.config), microphone)
-        stack.callback(session.close)
-        sink, page = _event_sink(args.events, stack), _served_page(config)
-        try:
-            daemon = Daemon(
-                config,
-                sink if page is None else FanOut(sink, page.events),
-                shutdown=args.shutdown,
-                reopen=_microphone_opener(lambda: daemon) if microphone else None,
-                heartbeat=session.beat,
-                paused=microphone and session.paused.get(),
-            )
-        except (ModelError, GalleryError) as exc:
-            return _fail(str(exc), EX_CONFIG)
-        stack.callback(daemon.close)
-        if page is not None:
-            from .webtalk import PageError
-
-            try:
-                page.start(daemon)
-            except PageError as exc:
-                return _fail(str(exc), EX_CONFIG)
-            stack.callback(page.stop)
-        session.start(daemon)
-        if source is None:  # never fails for a missing device: it reports it and waits
-            source = _microphone_opener(lambda: daemon)(config)
-        code = daemon.run(source, wait_when_busy=bool(args.input) and not args.realtime)
-        if daemon.abandoned:  # a worker is still inside torch: leave without waiting for it
-            session.close()
-            daemon.close()
-            exit_now(code)
-        return code
-
-
-def _microphone_opener(daemon: Callable[[], Daemon]) -> Callable[[Config], AudioSource]:
-    """Opens the configured microphone, reporting to the daemon (created after this)."""
-    from .listening.microphone import MicSource
-
-    def open_microphone(config: Config) -> AudioSource:
-        target = daemon()
-        return MicSource(
-            config.audio,
-            on_error=target.report_source_error,
-            on_resumed=target.report_listening,
-            on_wait=target.heartbeat,
-        )
-
-    return open_microphone
-
-
-def _served_page(config: Config) -> ServedPage | None:
-    """The web page inside the daemon (``[gallery] serve``); imported only then."""
-    if not config.gallery.serve:
-        return None
-    from .webtalk import ServedPage
-
-    return ServedPage(config)
-
-
-def _event_sink(target: str | None, stack: ExitStack) -> EventSink:
-    from .events import JsonLinesSink, LogSink
-
-    return LogSink() if target is None else JsonLinesSink(_open_events(target, stack))
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from .gallery.writer import GalleryError
     from .model_files import ModelError
+    from .runner import event_sink
     from .stages import generate_once
 
     config = load_config(args.config)
     with ExitStack() as stack:
         try:
-            path = generate_once(config, args.prompt, _event_sink(args.events, stack), args.seed)
+            path = generate_once(config, args.prompt, event_sink(args.events, stack), args.seed)
         except (ModelError, GalleryError) as exc:
             return _fail(str(exc), EX_CONFIG)
     if path is None:
         return EX_FAILURE
     print(path)
     return 0
-
-
-def _open_events(target: str, stack: ExitStack) -> IO[str]:
-    if target == "-":
-        return sys.stdout
-    return stack.enter_context(open(target, "a", encoding="utf-8"))
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:

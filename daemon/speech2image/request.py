@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 SIDECAR_SCHEMA = 1
 # Where requests come from; later sources (the web page, Wyoming) add their names here.
-RequestSource = Literal["microphone", "file", "command-line", "web"]
-SOURCES: tuple[str, ...] = ("microphone", "file", "command-line", "web")
+RequestSource = Literal["microphone", "file", "command-line", "web", "wyoming"]
+SOURCES: tuple[str, ...] = ("microphone", "file", "command-line", "web", "wyoming")
 # The packages whose versions decide what a picture looks like, recorded per image.
 VERSIONED_PACKAGES = (
     "speech2image",
