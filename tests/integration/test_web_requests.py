@@ -21,10 +21,8 @@ import pytest
 import soundfile as sf
 
 from speech2image.config import Config, load_config
-from speech2image.daemon import Daemon
-from speech2image.events import Event, FanOut
-from speech2image.listening.audio import FileSource
 from speech2image.webtalk import ServedPage
+from tests.integration.daemon_thread import DaemonThread
 from tests.support import data_audio, silence, write_wav
 
 pytestmark = [
@@ -36,51 +34,18 @@ ConfigFile = Callable[[str], Path]
 JFK_WORDS = "ask not what your country can do for you"
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+class RunningDaemon(DaemonThread):
+    """The daemon serving its page (``[gallery] serve``, any free port)."""
 
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event.to_dict())
-
-    def ended(self, request_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            return next(
-                (
-                    e
-                    for e in self.events
-                    if e["id"] == request_id and e["type"] in ("image", "rejected")
-                ),
-                None,
-            )
-
-    def wait_end(self, request_id: str, timeout: float = 90.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            end = self.ended(request_id)
-            if end is not None:
-                return end
-            time.sleep(0.1)
-        raise AssertionError(f"request {request_id} never ended: {self.events}")
-
-
-class RunningDaemon:
     def __init__(self, config: Config, wav: Path) -> None:
-        self.recorder = Recorder()
         self.page = ServedPage(config)
-        self.daemon = Daemon(config, FanOut(self.recorder, self.page.events))
+        super().__init__(config, wav, self.page.events)
         self.url = self.page.start(self.daemon)
-        source = FileSource(wav, realtime=True)
-        self.thread = threading.Thread(target=self.daemon.run, args=(source,), daemon=True)
-        self.thread.start()
+        self.run()
 
     def stop(self) -> None:
-        self.daemon.stop()
-        self.thread.join(15)
+        super().stop()
         self.page.stop()
-        self.daemon.close()
 
 
 @pytest.fixture(scope="module")

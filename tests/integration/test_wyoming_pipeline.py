@@ -6,19 +6,14 @@ a refusal with a reason a voice assistant can speak, and a full queue that says 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from speech2image.config import Config, load_config
-from speech2image.daemon import Daemon
-from speech2image.events import Event, FanOut
-from speech2image.listening.audio import FileSource
 from speech2image.wyomingglue import REPLIES, DaemonPipeline, EventTap, spoken
+from tests.integration.daemon_thread import DaemonThread
 from tests.support import data_audio, silence, write_wav
 
 pytestmark = [
@@ -28,40 +23,12 @@ pytestmark = [
 ]
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self.events.append(event.to_dict())
-
-    def wait_end(self, request_id: str, timeout: float = 90.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                for event in self.events:
-                    if event["id"] == request_id and event["type"] in ("image", "rejected"):
-                        return event
-            time.sleep(0.1)
-        raise AssertionError(f"request {request_id} never ended")
-
-
-class Running:
+class Running(DaemonThread):
     def __init__(self, config: Config, wav: Path) -> None:
-        self.recorder = Recorder()
         tap = EventTap()
-        self.daemon = Daemon(config, FanOut(self.recorder, tap))
+        super().__init__(config, wav, tap)
         self.pipeline = DaemonPipeline(self.daemon, tap)
-        source = FileSource(wav, realtime=True)
-        self.thread = threading.Thread(target=self.daemon.run, args=(source,), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.thread.join(15)
-        self.daemon.close()
+        self.run()
 
 
 @pytest.fixture(scope="module")
