@@ -131,3 +131,35 @@ def test_a_refusal_is_spoken(served: Served) -> None:
     answer = asyncio.run(ask(served.port, asked))
     assert NotHandled.is_type(answer.type), answer
     assert NotHandled.from_event(answer).text == "I can't draw that."
+
+
+CORPUS = {  # tests/data file -> what is said (tests/data/README.md)
+    "jfk.flac": "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country.",
+    "espeak/prompt_1_en-us.wav": "a red fox sleeping under a cherry tree",
+    "espeak/prompt_2_en+f3.wav": "a lighthouse on a cliff at sunset",
+    "espeak/prompt_3_en-us.wav": "a robot painting a portrait in a studio",
+}
+
+
+def test_wyoming_bench_measures_our_speech_to_text(served: Served, tmp_path: Path) -> None:
+    """PyPI's wyoming-bench, a client we did not write, transcribes a corpus through
+    the ASR service; word error rate as tiny.en gets it on these recordings."""
+    import shutil
+
+    import soundfile as sf
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for number, (name, text) in enumerate(CORPUS.items()):
+        sf.write(corpus / f"s{number}.wav", data_audio(name), 16000, subtype="PCM_16")
+        (corpus / f"s{number}.txt").write_text(text, encoding="utf-8")
+    bench = shutil.which("wyoming-bench", path=str(Path(sys.executable).parent))
+    assert bench, "make test installs wyoming-bench (the test extra)"
+    command = [bench, "stt", f"127.0.0.1:{served.port}", "--corpus", str(corpus)]
+    command += ["--mode", "non_streaming", "--rounds", "1", "--warmup", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"WER=\s*([0-9.]+)%", result.stdout)
+    assert found, result.stdout
+    assert float(found.group(1)) <= 10.0, result.stdout

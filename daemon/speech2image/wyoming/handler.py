@@ -275,10 +275,11 @@ class ServiceHandler(AsyncEventHandler):
             await self._submit(self._transcribe(audio, language))
 
     async def _refusing(self, step: Callable[[AudioIn], T]) -> T | None:
-        """``step(self._audio)``; audio it refuses ends the request with an ``error``."""
+        """``step(self._audio)`` in a thread (converting audio is decoding, and decoding
+        never runs on the event loop); audio it refuses ends the request with an ``error``."""
         assert self._audio is not None
         try:
-            return step(self._audio)
+            return await asyncio.to_thread(step, self._audio)
         except AudioRefusedError as refused:
             log.warning("Wyoming: %s from %s; request dropped", refused, self._peer)
             self._audio = None
