@@ -163,3 +163,36 @@ def test_wyoming_bench_measures_our_speech_to_text(served: Served, tmp_path: Pat
     found = re.search(r"WER=\s*([0-9.]+)%", result.stdout)
     assert found, result.stdout
     assert float(found.group(1)) <= 10.0, result.stdout
+
+
+def test_the_running_daemon_serves_wyoming_too(
+    tmp_path: Path, base_config: str, daemon_config_env: Path
+) -> None:
+    """``[wyoming] uri`` in the config: ``run`` (here on a paced file, as a microphone
+    would be) answers Home Assistant beside its own listening."""
+    from tests.conftest import with_base
+    from tests.support import silence, write_wav
+
+    config = tmp_path / "config.toml"
+    table = '[wyoming]\nuri = "tcp://127.0.0.1:0"\n'
+    config.write_text(with_base(table, base_config), encoding="utf-8")
+    wav = write_wav(tmp_path / "quiet.wav", silence(120))
+    command = [sys.executable, "-m", "speech2image.cli", "run", "--config", str(config)]
+    command += ["--input", str(wav), "--realtime"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    try:
+        port = None
+        for line in process.stderr:
+            match = SERVING.search(line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port is not None, "the daemon never said where it serves Wyoming"
+        threading.Thread(target=process.stderr.read, daemon=True).start()
+        info = Info.from_event(asyncio.run(ask(port, Describe())))
+        assert info.asr
+        assert info.handle
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
