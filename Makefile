@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real wyoming-satellite the Wyoming tests drive: PyPI's 1.0.0 pins wyoming==1.4.1,
+# older than ours, so it lives in its own venv. (Defined before the rules that name it:
+# make expands a rule's prerequisites when it reads the rule.)
+SATELLITE := .venv-satellite/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian/Ubuntu packages. run: PortAudio for the microphone, libpulse0 to see which
@@ -72,9 +76,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps clip-anytorch
 	touch $@
 
-# The real wyoming-satellite the Wyoming tests drive: PyPI's 1.0.0 pins wyoming==1.4.1,
-# older than ours, so it lives in its own venv.
-SATELLITE := .venv-satellite/.installed
 $(SATELLITE):
 	$(PYTHON) -m venv .venv-satellite
 	.venv-satellite/bin/pip install --quiet "wyoming-satellite==1.0.0"
