@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import gallery, images, listening, moderation, speech
+from bench import gallery, images, listening, moderation, rooms, speech
 from speech2image import __version__
 
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -51,12 +51,11 @@ def cost_section(quick: bool) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ratios = row.ratios
-        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        q1, _, q3 = statistics.quantiles(row.ratios, n=4)
         lines.append(
             f"| {row.label} | {row.cpu_per_audio_s:.4f} | {row.baseline_per_audio_s:.4f} "
-            f"| {statistics.median(ratios):.3f}x | {q1:.3f}-{q3:.3f} "
-            f"| {ratios[0]:.3f}-{ratios[-1]:.3f} |"
+            f"| {statistics.median(row.ratios):.3f}x | {q1:.3f}-{q3:.3f} "
+            f"| {row.ratios[0]:.3f}-{row.ratios[-1]:.3f} |"
         )
     lines += [
         "",
@@ -357,6 +356,7 @@ SECTIONS: dict[str, Callable[[bool], str]] = {
     "moderation": moderation_section,
     "images": images_section,
     "gallery": gallery_section,
+    "rooms": rooms.section,
 }
 
 
