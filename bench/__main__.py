@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import gallery, images, listening, moderation, rooms, speech
+from bench import gallery, images, listening, moderation, rooms, speech, wyoming_asr
 from speech2image import __version__
 
 OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -58,8 +58,7 @@ def cost_section(quick: bool) -> str:
             f"| {row.ratios[0]:.3f}-{row.ratios[-1]:.3f} |"
         )
     lines += [
-        "",
-        "While idle the listener runs only the wake-word models and keeps the last few",
+        "\nWhile idle the listener runs only the wake-word models and keeps the last few",
         "seconds of raw audio; the Silero VAD runs from a wake onward (over that buffer,",
         "then per frame) and stops when the utterance has ended. Run on every frame, as it",
         "was until 0.1.0, it made listening cost 1.26x openWakeWord alone with 1 model and",
@@ -357,6 +356,7 @@ SECTIONS: dict[str, Callable[[bool], str]] = {
     "images": images_section,
     "gallery": gallery_section,
     "rooms": rooms.section,
+    "asr": wyoming_asr.section,
 }
 
 
