@@ -111,6 +111,8 @@ class Reloader:
         log.info("config reload: %s changed; rebuilding %s", _names(changed), _names(parts))
         if page_settings(old) != page_settings(new):
             log.warning("the web page's [gallery] settings take effect at the next restart")
+        if old.wyoming != new.wyoming:  # servers and satellite links are not rebuilt
+            log.warning("[wyoming] changes take effect at the next restart")
         previous = daemon.stages
         sound = daemon.wake_sound
         try:
