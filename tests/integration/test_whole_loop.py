@@ -7,14 +7,18 @@ sidecar) and one `image` event; every rejected one gives none.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from speech2image.gallery.writer import GalleryWriter
+from tests.integration.inotify_watch import CreateWatch
 from tests.support import Run, concat, data_audio, run_cli, silence, write_wav
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -167,7 +171,6 @@ def test_sigterm_during_a_long_generation_exits_cleanly(
     tmp_path: Path, config_file: ConfigFile, gallery: Path
 ) -> None:
     """systemd's stop: exit 0 well within its 10 s, with no partial PNG left behind."""
-    import signal
     import time
 
     from tests.e2e.daemon import DaemonProcess
@@ -186,6 +189,122 @@ def test_sigterm_during_a_long_generation_exits_cleanly(
     code = daemon.terminate(timeout=10)  # systemd's stop timeout; raises if it hangs
     assert code == 0, daemon.stderr
     assert daemon.events[-1]["type"] == "stopped"
-    for png in pngs(gallery):  # finished in time, or not there at all: never partial
+    # The stop came mid-diffusion: the request is ended, not drawn, and nothing is stored.
+    # (A write cut short by SIGKILL is test_sigkill_while_writing_leaves_no_partial_png.)
+    assert [e["reason"] for e in daemon.of("rejected")] == ["shutdown"]
+    assert daemon.of("image") == []
+    assert sorted(p.name for p in gallery.rglob("*") if p.is_file()) == []
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def temps(created: list[Path]) -> list[Path]:
+    return [p for p in created if p.parent.name == ".tmp"]
+
+
+def pngs_linked(created: list[Path]) -> list[Path]:
+    return [p for p in created if p.suffix == ".png" and p.parent.name != ".tmp"]
+
+
+# When to kill: the writer stores each file through a temp file in .tmp/, the sidecar
+# first, then the PNG, the commit marker, linked into place once whole and synced.
+KILL_POINTS: dict[str, Callable[[list[Path]], bool]] = {
+    "sidecar temp created": lambda created: len(temps(created)) == 1,
+    "png temp created": lambda created: len(temps(created)) == 2,
+    "png linked into the gallery": lambda created: len(pngs_linked(created)) == 1,
+}
+
+
+@dataclass
+class Killed:
+    """A `speech2image generate` SIGKILLed at a point of its write (see KILL_POINTS)."""
+
+    pid: int
+    returncode: int | None
+    created: list[Path]  # what it created in the gallery, in order, up to the kill
+    left: dict[str, bytes]  # its files still in .tmp/ once it was dead: name -> content
+
+
+def kill_while_writing(config: Path, gallery: Path, point: str) -> Killed:
+    """SIGKILL `generate` the instant inotify reports the point's file in the gallery."""
+    tmp = gallery / ".tmp"
+    tmp.mkdir(parents=True)  # to watch it from the start; prepare() accepts it
+    with CreateWatch(gallery) as watch:
+        process = subprocess.Popen(
+            [*CLI, "generate", "--config", str(config), "--seed", "7", "a red fox in the snow"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        created = watch.kill_when(process, KILL_POINTS[point], timeout=120)
+        returncode = process.wait(timeout=30)
+    mine = sorted(tmp.glob(f"{process.pid}-*"))
+    return Killed(process.pid, returncode, created, {p.name: p.read_bytes() for p in mine})
+
+
+def is_whole_png(png: Path) -> bool:
+    try:
         with Image.open(png) as picture:
-            picture.load()
+            picture.verify()  # every chunk's CRC, up to IEND
+        with Image.open(png) as picture:
+            picture.load()  # every pixel decodes
+    except (OSError, SyntaxError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_while_writing_leaves_no_partial_png(
+    tmp_path: Path, config_file: ConfigFile, point: str
+) -> None:
+    """SIGKILL mid-write: the gallery holds whole files or none, never a PNG without its
+    sidecar, and the dead writer's temp file goes at the next writer's start.
+
+    512x512 noise makes a PNG of hundreds of KB: its write and fsync are a wide target.
+    """
+    size = "[image]\nwidth = 512\nheight = 512\nsteps = 1\n"
+    tries = []
+    for attempt in range(1, 4):  # a kill can land just after a temp file is removed
+        gallery = tmp_path / f"gallery-{attempt}"
+        config = config_file(f'{size}[gallery]\ndir = "{gallery}"\n')
+        tries.append(killed := kill_while_writing(config, gallery, point))
+        if killed.left or point == "png linked into the gallery":
+            break
+
+    # The precondition: killed at the point, with the file it was writing (if any) in .tmp/.
+    assert killed.returncode == -signal.SIGKILL, tries
+    assert KILL_POINTS[point](killed.created), tries
+    assert all(p.name.startswith(f"{killed.pid}-") for p in temps(killed.created)), tries
+    if point == "sidecar temp created":
+        assert list(killed.left) == [temps(killed.created)[0].name], tries
+        data = killed.left[temps(killed.created)[0].name]
+        assert data[:1] in (b"", b"{"), data[:40]  # JSON text, whole or cut anywhere
+    if point == "png temp created":
+        assert list(killed.left) == [temps(killed.created)[1].name], tries
+        data = killed.left[temps(killed.created)[1].name]
+        assert data[:8] == PNG_SIGNATURE[: len(data)], data[:40]  # PNG bytes, or a cut
+
+    # The outcome: outside .tmp/, every file is whole, and no PNG lacks its sidecar.
+    stored = sorted(p for p in gallery.rglob("*") if p.is_file() and ".tmp" not in p.parts)
+    sidecars = [p for p in stored if p.suffix == ".json"]
+    assert stored == sorted([*sidecars, *pngs(gallery)]), stored
+    for sidecar in sidecars:
+        assert json.loads(sidecar.read_bytes())["prompt"] == "a red fox in the snow"
+    if point == "sidecar temp created":
+        assert pngs(gallery) == [], stored  # the PNG's turn never came
+        assert len(sidecars) <= 1, stored  # linked only if killed before its cleanup
+    if point == "png temp created":
+        (sidecar,) = sidecars  # stored first
+        # The PNG is there only if the kill fell between its link and the cleanup.
+        assert pngs(gallery) in ([], [sidecar.with_suffix(".png")]), stored
+    if point == "png linked into the gallery":
+        (png,) = pngs(gallery)
+        assert pngs_linked(killed.created) == [png]
+        assert [p.with_suffix(".png") for p in sidecars] == [png], stored
+    for png in pngs(gallery):
+        assert is_whole_png(png), png
+
+    # The next writer to start removes what the dead one left, and only that.
+    GalleryWriter(gallery).prepare()
+    assert list((gallery / ".tmp").iterdir()) == []
+    assert sorted(p for p in gallery.rglob("*") if p.is_file()) == stored
