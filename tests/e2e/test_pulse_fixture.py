@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from speech2image.listening.microphone import MicSource
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -91,8 +93,12 @@ class Recorder:
             self.statuses.append(str(status))
         self.chunks.append(indata[:, 0].copy())
 
-    def start(self, timeout: float = 5.0) -> float:
-        """Start and wait for the first callback; return its delay in s."""
+    def start(self, timeout: float = MicSource.STALL_SECONDS) -> float:
+        """Start and wait for the first callback; return its delay in s.
+
+        The daemon's microphone takes a stream silent for ``STALL_SECONDS`` for gone,
+        so a first block later than that fails here.
+        """
         self.t_start = time.monotonic()
         self.stream.start()
         deadline = self.t_start + timeout
@@ -135,7 +141,6 @@ def test_in_process_recording_is_bit_exact(
         time.sleep(0.2)  # let the tail (and some silence) arrive
     finally:
         audio = rec.close()
-    assert delay < 2.0
     assert rec.statuses == []
     assert_bit_exact(audio, ref)
 
@@ -217,7 +222,7 @@ def test_hard_unplug_ends_stream_and_replug_works(
         assert rec.finished.wait(2.0), "stream did not end after unplug"
         # finished_callback may run a moment *before* Pa_IsStreamActive()
         # turns false (seen ~1 in 20 runs), so poll instead of asserting once.
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 5.0  # a wait: it must end, not end quickly
         while rec.stream.active:
             assert time.monotonic() < deadline, "stream still active after unplug"
             time.sleep(0.005)
@@ -259,7 +264,7 @@ def test_soft_unplug_moves_stream_to_monitor_and_back(
         t_unplug = time.monotonic()
         n0 = rec.frames()
         while rec.frames() < n0 + RATE // 4:  # >= 0.25 s from the monitor
-            assert time.monotonic() - t_unplug < 5, "no audio from fallback source"
+            assert time.monotonic() - t_unplug < MicSource.STALL_SECONDS, "no fallback audio"
             time.sleep(0.01)
         print(f"fallback audio flowing {time.monotonic() - t_unplug:.2f} s after unplug")
         assert rec.stream.active
@@ -267,7 +272,7 @@ def test_soft_unplug_moves_stream_to_monitor_and_back(
         virtual_mic.replug()
         mic_index = pulse_server.source_index()
         assert mic_index is not None
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 10  # a wait: it must move back, not quickly
         while not all(src == mic_index for _, src in pulse_server.source_outputs()):
             assert time.monotonic() < deadline, "stream did not move back to the mic"
             time.sleep(0.02)

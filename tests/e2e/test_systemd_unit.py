@@ -161,6 +161,12 @@ while True:
 """
 
 
+def test_this_machine_runs_the_user_manager_tests() -> None:
+    """Without root, systemd and unshare the manager's tests here and in
+    test_systemd_daemon.py are not defined at all: say so as a failure, not silence."""
+    assert CAN_RUN_MANAGER, "needs root, systemd (/lib/systemd/systemd) and unshare"
+
+
 if CAN_RUN_MANAGER:
 
     @pytest.fixture

@@ -395,8 +395,21 @@ def test_the_wake_sound_plays_on_a_real_audio_server_and_goes_quiet_when_it_is_g
     audio_server: PulseServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="speech2image.desktop.sound")
+    readings: list[float] = []
+
+    def clock() -> float:  # the real clock, with each reading written down
+        readings.append(time.monotonic())
+        return readings[-1]
+
     with reinit_portaudio(audio_server.env):
-        sound = WakeSound(TONE_VOLUME)
+        import sounddevice as sd
+
+        rate = int(sd.query_devices(None, "output")["default_samplerate"])
+        with sd.OutputStream(samplerate=rate, channels=1, dtype="float32", latency="low") as out:
+            reported_s = float(out.latency)  # what PortAudio says of such an output
+        sound = WakeSound(TONE_VOLUME, clock=clock)
+        # The probe at construction read the clock before and after opening the output.
+        opened_s = readings[1] - readings[0]
         try:
             assert sound.working
             recorder = record_sink(audio_server)
@@ -414,8 +427,9 @@ def test_the_wake_sound_plays_on_a_real_audio_server_and_goes_quiet_when_it_is_g
         finally:
             sound.close()
 
-    tone_s = len(wake_tone()) / 48000
-    assert tone_s + MARGIN_S < keep_out < 1.0
+    tone_s = len(wake_tone(rate)) / rate
+    # Kept out: the tone, the time the output took to open and its latency, and the margin.
+    assert keep_out == pytest.approx(tone_s + opened_s + reported_s + MARGIN_S, abs=1e-6)
     heard = np.frombuffer(played, dtype=np.int16).astype(np.float64) / 32768
     assert np.max(np.abs(heard)) == pytest.approx(TONE_VOLUME, rel=0.1)
     loud = np.flatnonzero(np.abs(heard) > 0.01)

@@ -135,6 +135,7 @@ def test_every_button_says_what_it_does_and_never_submits_by_accident(page: Page
 
 def test_no_inline_script_style_or_event_handler(page: Page) -> None:
     assert page.tagged("style") == [], "styles belong in /static/style.css"
+    assert page.tagged("script"), "the page has scripts to check"
     for script in page.tagged("script"):
         assert script.text.strip() == "", "inline script is blocked by the CSP"
         assert script.attrs.get("src", "").startswith("/static/"), script.attrs

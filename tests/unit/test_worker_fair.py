@@ -43,6 +43,7 @@ def gated() -> Iterator[Gated]:
     handler = Gated()
     yield handler
     handler.release.set()  # never leave a worker thread blocked behind a failed test
+    assert handler.errors == []  # the worker hands a failed handler's error to on_error
 
 
 def _worker_in_hand(handler: Gated, depth: int) -> Worker[Item]:
@@ -118,7 +119,8 @@ def test_a_source_that_comes_back_waits_behind_those_already_waiting() -> None:
         if item == ("a", 1):  # "a" has nothing else waiting: it speaks again
             assert workers[0].submit(("a", 2), wait=False)
 
-    worker: Worker[Item] = Worker("test", handle, 8, lambda _i, _e: None, _source)
+    errors: list[Exception] = []  # the worker hands the handler's failures to on_error
+    worker: Worker[Item] = Worker("test", handle, 8, lambda _i, e: errors.append(e), _source)
     workers.append(worker)
     worker.start()
     try:
@@ -129,6 +131,7 @@ def test_a_source_that_comes_back_waits_behind_those_already_waiting() -> None:
         release.set()
     assert worker.join(5)
     assert handled == [("gate", 0), ("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2)]
+    assert errors == []
 
 
 def test_one_source_cannot_take_every_place_but_another_still_can(gated: Gated) -> None:
