@@ -18,9 +18,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # regenerate spoken fixtures (tests/data/make_fixtures.sh), systemd for systemd-analyze
 # on the user unit, gdbus (libglib2.0-bin) to test the README's shortcut commands, strace to
 # prove the daemon never tries the network, chromium and its chromedriver to drive the
-# gallery page in a real (headless) browser, its microphone fed from a recording.
+# gallery page in a real (headless) browser, its microphone fed from a recording, and dunst
+# on a virtual X display (xvfb): the notification daemon people run, checked for real.
 APT_run := libportaudio2 libpulse0 xdg-utils
-APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon libglib2.0-bin systemd strace chromium chromium-driver
+APT_test := $(APT_run) pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox dbus-daemon libglib2.0-bin systemd strace chromium chromium-driver dunst xvfb
 
 .PHONY: run test lint typecheck pytest models test-models bench bench-gpu soak apt-run apt-test clean
 

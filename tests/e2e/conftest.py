@@ -160,3 +160,49 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.stash[CALL_REPORT] = report
+
+
+# A real notification daemon: dunst on a virtual X display, see dunst.py.
+try:
+    from .dunst import Dunst, DunstError, Xvfb, missing
+except ImportError:
+    from dunst import (  # type: ignore[no-redef,unused-ignore]
+        Dunst,
+        DunstError,
+        Xvfb,
+        missing,
+    )
+
+
+@pytest.fixture(scope="session")
+def xvfb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Xvfb]:
+    """One virtual X display for the session (dunst draws on it); always killed."""
+    absent = missing()
+    if absent:
+        pytest.fail(f"{', '.join(absent)} not installed; `make test` installs them (apt)")
+    try:
+        display = Xvfb.start(tmp_path_factory.mktemp("xvfb"))
+    except DunstError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield display
+    finally:
+        display.stop()
+
+
+@pytest.fixture
+def dunst(
+    session_bus: str, xvfb: Xvfb, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dunst]:
+    """dunst owning org.freedesktop.Notifications on ``session_bus`` for one test.
+
+    Teardown stops it (whatever the test did to it), which frees the name for the next
+    test's server."""
+    try:
+        daemon = Dunst.start(session_bus, xvfb.display, tmp_path_factory.mktemp("dunst"))
+    except DunstError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

@@ -32,6 +32,10 @@ class UnavailableError(Exception):
     """No bus or no notification service: notifications are off for a while."""
 
 
+class ServerMissingError(UnavailableError):
+    """The bus is there, no server owns the name (yet): ask again at the next notice."""
+
+
 def session_address() -> str:
     """The session bus address, or :class:`UnavailableError` when there is none."""
     address = sessionbus.session_address()

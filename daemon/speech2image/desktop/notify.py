@@ -6,10 +6,9 @@ show when is decided in :mod:`.wording`. The pipeline's stages must never wait o
 desktop, and dbus-fast is asyncio-only, so one background thread owns an asyncio loop,
 the one bus connection and all the per-request state; ``notify()`` only hands it the
 event. Updates wait in a queue that holds at most one unsent progress update per
-request (a slow server makes updates coalesce, not pile up). A missing bus or
-notification service is normal (headless box, no session): one WARNING, then
-notifications are off, retried at most every :data:`RETRY_S` s. Prompts are private:
-only DEBUG logs show them.
+request (a slow server makes updates coalesce, not pile up). A missing bus is normal
+(headless box): one WARNING, then retried every :data:`RETRY_S` s; a missing server
+(restarting) is asked for again at the next notification. Prompts are DEBUG only.
 """
 
 from __future__ import annotations
@@ -214,9 +213,9 @@ class DesktopNotifier:
                     log.warning("the notification server refused a notification: %s", exc.type)
                     log.debug("its reason: %s", exc.text)
                     return
-                bus.disconnect()
-                self._bus = None  # reconnect (and re-read capabilities) after RETRY_S
-                self._off(f"no {dbus.SERVICE} service on the session bus")
+                bus.disconnect()  # the next notification reconnects and re-reads the
+                self._bus = None  # capabilities: a restarting server loses nothing later
+                self._off(f"no {dbus.SERVICE} service on the session bus", retry_s=0.0)
                 return
             except Exception as exc:
                 if bus.connected:
@@ -304,7 +303,7 @@ class DesktopNotifier:
         try:
             self._bus = await self._connect()
         except dbus.UnavailableError as exc:
-            self._off(str(exc))
+            self._off(str(exc), 0.0 if isinstance(exc, dbus.ServerMissingError) else RETRY_S)
             return None
         self._retry_at = 0.0
         for remembered in (self._shown, self._images, self._early):
@@ -333,18 +332,18 @@ class DesktopNotifier:
         except Exception as exc:
             bus.disconnect()
             missing = f"no {dbus.SERVICE} service on the session bus ({exc})"
-            raise dbus.UnavailableError(missing) from exc
+            raise dbus.ServerMissingError(missing) from exc
         log.debug("notification server capabilities: %s", sorted(self._caps))
         return bus
 
-    def _off(self, what: str) -> None:
-        """Turn notifications off for RETRY_S, with one WARNING per outage."""
-        self._retry_at = time.monotonic() + RETRY_S
+    def _off(self, what: str, retry_s: float = RETRY_S) -> None:
+        """Turn notifications off for ``retry_s``, with one WARNING per outage."""
+        self._retry_at = time.monotonic() + retry_s
         if self._off_warned:
             log.debug("desktop notifications still off: %s", what)
             return
         self._off_warned = True
-        log.warning("desktop notifications are off: %s; retrying every %.0f s", what, RETRY_S)
+        log.warning("desktop notifications are off: %s; retrying after %.0f s", what, retry_s)
 
     def _remember(self, nid: int, path: str) -> None:
         self._images[nid] = path
