@@ -20,6 +20,7 @@ from PIL import Image
 from speech2image.config import ImageConfig
 from speech2image.images.generate import Generator
 from speech2image.images.pull import pull_image_model
+from speech2image.images.runtime import GenerationError
 from speech2image.model_files import ModelError
 from tests.tinysd import build_tiny_pipeline
 
@@ -84,6 +85,54 @@ def test_pixels_are_finite_and_follow_prompt_and_seed(generator: Generator) -> N
     assert np.array_equal(fox, pixels(generator, 7))  # same prompt and seed: same picture
     assert not np.array_equal(fox, pixels(generator, 8))  # the seed reaches the noise
     assert not np.array_equal(fox, pixels(generator, 7, "a blue whale"))  # the prompt, the UNet
+
+
+def test_pixels_are_the_ones_diffusers_would_have_saved(generator: Generator) -> None:
+    """The NaN check takes diffusers' float output; the 8-bit picture is unchanged."""
+    import torch
+
+    ours = pixels(generator, 11)
+    theirs = generator.pipe(
+        "a red fox",
+        num_inference_steps=2,
+        guidance_scale=0.0,
+        width=64,
+        height=64,
+        generator=torch.Generator("cpu").manual_seed(11),
+        output_type="pil",
+    ).images[0]
+    assert np.array_equal(ours, np.asarray(theirs.convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def nan_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a damaged VAE on disk: one NaN weight in its last layer."""
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path_factory.mktemp("nan-sd") / "model"
+    shutil.copytree(tiny_model, damaged)
+    (weights,) = (damaged / "vae").glob("*.safetensors")
+    tensors = load_file(weights)
+    tensors["decoder.conv_out.weight"].view(-1)[0] = float("nan")
+    save_file(tensors, weights)
+    return damaged
+
+
+@pytest.mark.filterwarnings("error:invalid value encountered in cast:RuntimeWarning")
+def test_a_model_that_draws_nan_is_refused_at_warm_up(nan_model: Path) -> None:
+    damaged = Generator(config(nan_model), SOURCE)
+    with pytest.raises(ModelError) as caught:
+        damaged.warm_up()
+    message = str(caught.value)
+    assert f"{str(nan_model)!r} drew NaN pixels (float32)" in message
+    assert f"[image] model in {SOURCE}" in message
+
+
+@pytest.mark.filterwarnings("error:invalid value encountered in cast:RuntimeWarning")
+def test_nan_pixels_are_an_error_not_a_black_picture(nan_model: Path) -> None:
+    damaged = Generator(config(nan_model), SOURCE)
+    with pytest.raises(GenerationError, match="drew NaN pixels"):
+        damaged.generate("a red fox", seed=1)
 
 
 def test_random_seed_is_recorded_and_reproduces_the_image(generator: Generator) -> None:

@@ -8,15 +8,19 @@ import sys
 import types
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
 from speech2image.config import ImageConfig
 from speech2image.images.runtime import (
     GenerationError,
+    NonFinitePixelsError,
     choose_seed,
     choose_variant,
+    finite_picture,
     is_out_of_memory,
+    non_finite_advice,
     pick_device,
     run_with_oom_retry,
 )
@@ -329,3 +333,33 @@ def test_memory_is_freed_after_the_failed_call_frames_are_gone() -> None:
 
     assert run_with_oom_retry(step, free) == "image"
     assert dead_when_freed == [True], "free() ran while the failed frames were still alive"
+
+
+def test_finite_pixels_become_8_bit_rgb_rounded() -> None:
+    pixels = np.array([[[0.0, 0.5, 1.0], [0.25, 0.999, 0.001]]], dtype=np.float32)
+    picture = finite_picture(pixels, "unused")
+    assert (picture.mode, picture.size) == ("RGB", (2, 1))
+    assert np.asarray(picture).tolist() == [[[0, 128, 255], [64, 255, 0]]]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_pixel_is_no_picture(bad: float) -> None:
+    pixels = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    pixels[3, 2, 1] = bad
+    with pytest.raises(NonFinitePixelsError, match="the advice") as caught:
+        finite_picture(pixels, "the advice")
+    assert isinstance(caught.value, GenerationError)  # the request ends as an error
+
+
+def test_nan_advice_in_half_precision_is_float32() -> None:
+    advice = non_finite_advice("stabilityai/sd-turbo", "float16", "~/.config/s2i.toml")
+    assert "'stabilityai/sd-turbo' drew NaN pixels (float16)" in advice
+    assert '[image] dtype = "float32" in ~/.config/s2i.toml' in advice
+
+
+def test_nan_advice_in_full_precision_is_the_weights() -> None:
+    advice = non_finite_advice("/models/mine", "float32", "s2i.toml")
+    assert "'/models/mine' drew NaN pixels (float32)" in advice
+    assert "speech2image models pull image" in advice
+    assert "[image] model in s2i.toml" in advice
+    assert "dtype" not in advice

@@ -29,9 +29,19 @@ from ..config import ImageConfig
 from ..model_files import ModelError
 from ..request import ImagePart
 from .pull import resolve_image_model, weight_files
-from .runtime import HALF, choose_seed, choose_variant, pick_device, run_with_oom_retry
+from .runtime import (
+    HALF,
+    NonFinitePixelsError,
+    choose_seed,
+    choose_variant,
+    finite_picture,
+    non_finite_advice,
+    pick_device,
+    run_with_oom_retry,
+)
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -60,6 +70,7 @@ class Generator:
         import torch
 
         self.config = config
+        self.source = source
         started = time.monotonic()
         # 1. Find the files; decide device, precision, weight variant and scheduler.
         folder = resolve_image_model(config, source)
@@ -88,10 +99,14 @@ class Generator:
         The first call pays for lazy set-up (kernels, allocator, cuDNN choices). With
         ``compile`` the warm-up uses the real size: compiling happens now, not on
         the first request, and a different shape would compile a second time.
+        A model that draws NaN already here is refused at start, with the fix.
         """
         size = (self.config.width, self.config.height) if self.config.compile else None
         started = time.monotonic()
-        self._run("warm-up", seed=0, steps=1, size=size)
+        try:
+            self._run("warm-up", seed=0, steps=1, size=size)
+        except NonFinitePixelsError as exc:
+            raise ModelError(str(exc)) from exc
         log.info("image model warm in %.1f s", time.monotonic() - started)
 
     def generate(
@@ -133,7 +148,7 @@ class Generator:
             {} if on_step is None else {"callback_on_step_end": step_callback(on_step, steps)}
         )
 
-        def call() -> tuple[Image.Image, float]:
+        def call() -> tuple[np.ndarray, float]:
             generator = torch.Generator(self.device).manual_seed(seed)
             started = time.perf_counter()
             with torch.inference_mode():
@@ -145,13 +160,14 @@ class Generator:
                     width=width,
                     height=height,
                     generator=generator,
-                    output_type="pil",
+                    output_type="np",
                     **progress,
                 )
-            image: Image.Image = result.images[0].convert("RGB")
-            return image, time.perf_counter() - started
+            return result.images[0], time.perf_counter() - started
 
-        return run_with_oom_retry(call, self._free)
+        pixels, seconds = run_with_oom_retry(call, self._free)
+        advice = non_finite_advice(config.model, self.dtype_name, self.source)
+        return finite_picture(pixels, advice), seconds
 
     def _free(self) -> None:
         """What an OOM retry can give back: garbage and the CUDA allocator's cache.

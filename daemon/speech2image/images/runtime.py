@@ -1,8 +1,8 @@
 """Where and how an image is computed: device, precision, seed, weight variant, OOM recovery.
 
 Pure decisions, so they are tested without a GPU: :func:`pick_device`,
-:func:`choose_seed`, :func:`choose_variant`, :func:`is_out_of_memory` and
-:func:`run_with_oom_retry`.
+:func:`choose_seed`, :func:`choose_variant`, :func:`is_out_of_memory`,
+:func:`run_with_oom_retry` and :func:`finite_picture`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from ..config import ImageConfig
 from ..model_files import ModelError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,42 @@ OOM_MARKERS = (
 
 class GenerationError(Exception):
     """One image failed; the daemon reports it as an error event and keeps running."""
+
+
+class NonFinitePixelsError(GenerationError):
+    """The model drew NaN or infinite pixels: there is no picture to keep."""
+
+
+def finite_picture(pixels: np.ndarray, advice: str) -> Image.Image:
+    """diffusers' float pixels (0..1, ``output_type="np"``) as an 8-bit RGB picture.
+
+    NaN in the latents (half precision overflowing in a VAE, damaged weights) spreads
+    through the decoder; diffusers' own cast to 8 bits turns it into 0, and the result
+    is a black square saved as if it were a picture. Here it is a
+    :class:`NonFinitePixelsError` carrying ``advice``, so the request ends as an error that
+    says what to change. The cast is diffusers' ``numpy_to_pil``, so a finite image
+    has the same pixels either way.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if not np.isfinite(pixels).all():
+        raise NonFinitePixelsError(advice)
+    return Image.fromarray((pixels * 255).round().astype(np.uint8)).convert("RGB")
+
+
+def non_finite_advice(model: str, dtype_name: str, source: str) -> str:
+    """What to do when ``model`` drew NaN pixels in ``dtype_name``."""
+    said = f"the image model {model!r} drew NaN pixels ({dtype_name}), not a picture"
+    if dtype_name in HALF:
+        return (
+            f'{said}: half precision overflowed, as some VAEs do; set [image] dtype = "float32"'
+            f" in {source}, or use a model whose VAE is made for {dtype_name}"
+        )
+    return (
+        f"{said}: its weights may be damaged; pull it again (speech2image models pull image)"
+        f" or check [image] model in {source}"
+    )
 
 
 def pick_device(
