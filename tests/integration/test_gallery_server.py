@@ -191,13 +191,18 @@ def test_the_command_serves_until_sigterm(tmp_path: Path) -> None:
     image = write(gallery, "a lighthouse", 3)
     process = start_cli(["--dir", str(gallery), "--port", "0"])
     try:
-        url, _ = served_url(process)
+        url, before = served_url(process)
         assert url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=url) as client:
             assert client.get("/").status_code == 200
             status = client.get("/api/status").json()
             assert (status["talk"], status["state"]) == (False, "browse-only")
             assert [i["id"] for i in client.get("/api/images").json()["images"]] == [image]
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        said = "".join(before) + process.stderr.read()  # read() keeps what served_url buffered
+        assert process.wait(timeout=15) == 0, said
+        assert len(SERVING.findall(said)) == 1, said  # once, not again by another layer
     finally:
         if process.poll() is None:
             stop_cli(process)

@@ -60,11 +60,10 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         return _print_url(options)
     server = GalleryServer(options)
     try:
-        url = server.start()
+        server.start()  # logs "gallery: serving <url>"
     except (GalleryServeError, AccessError) as exc:
         print(f"speech2image: {exc}", file=sys.stderr)
         return EX_CONFIG
-    print(f"gallery: serving {url} (browse-only)", file=sys.stderr, flush=True)
     if args.open:
         webbrowser.open(server.address_with_token())
     _wait_for_signal()
