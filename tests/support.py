@@ -1,8 +1,10 @@
-"""Shared test helpers: fixture audio from tests/data, and running the real CLI on it."""
+"""Shared test helpers: fixture audio from tests/data, running the real CLI on it, and
+small pictures for the gallery tests."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import soundfile
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from speech2image.listening.audio import read_audio
 from speech2image.pcm import SAMPLE_RATE
@@ -135,3 +139,19 @@ def drawn_request(
         seed, steps, 0.0, size, size, sampler, model, negative_prompt, "cpu", "float32"
     )
     return dataclasses.replace(request, prompt=prompt).with_image(recipe, 0.1)
+
+
+def noise_picture(seed: int = 1, size: int = 16) -> Image.Image:
+    """Random RGB pixels: a different picture for each seed, which no codec shrinks much."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+def png_bytes(parameters: str | None = None, seed: int = 1) -> bytes:
+    """A PNG file's bytes, with an AUTOMATIC1111 ``parameters`` text chunk when given."""
+    info = PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    noise_picture(seed).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()

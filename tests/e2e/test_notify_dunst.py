@@ -22,40 +22,30 @@ from PIL import Image
 
 from speech2image.config import Config, GalleryConfig, NotifyConfig
 from speech2image.desktop.notify import DesktopNotifier
-from speech2image.events import Accepted, ImageWritten, Progress, Wake
 from speech2image.stages import desktop_notifier
 
 try:
     from .dbus_session import wait_until
     from .dunst import Dunst
+    from .request_events import DRAWING, PROMPT, RID, accepted, finished, progress, wake
 except ImportError:  # rootdir-relative "prepend" import mode
     from dbus_session import wait_until  # type: ignore[no-redef,unused-ignore]
     from dunst import Dunst  # type: ignore[no-redef,unused-ignore]
+    from request_events import (  # type: ignore[no-redef,unused-ignore]
+        DRAWING,
+        PROMPT,
+        RID,
+        accepted,
+        finished,
+        progress,
+        wake,
+    )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RID = "2f1c0e9ab3d4"
-PROMPT = "a red fox sleeping under a cherry tree in the snow at dawn"
-DRAWING = "Drawing “a red fox sleeping under a cherry tree…”"
 OPEN_ACTIONS = {"default": "Open", "open": "Open"}
 PORT = 18765  # only written into the page's address: nothing listens on it
 STAYS = NotifyConfig(timeout=0)  # until dismissed: nothing expires while a test looks
-
-
-def wake(rid: str = RID) -> Wake:
-    return Wake(id=rid, t=1.0, model="hey_jarvis", score=0.9)
-
-
-def accepted(rid: str = RID) -> Accepted:
-    return Accepted(id=rid, t=2.0, text=PROMPT)
-
-
-def progress(step: int, rid: str = RID) -> Progress:
-    return Progress(id=rid, t=3.0, step=step, steps=4)
-
-
-def finished(path: Path, rid: str = RID) -> ImageWritten:
-    return ImageWritten(id=rid, t=4.0, path=str(path), prompt=PROMPT, seed=7, model="sd", seconds=1)
 
 
 @pytest.fixture

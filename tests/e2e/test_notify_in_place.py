@@ -19,10 +19,11 @@ import pytest
 
 from speech2image.config import NotifyConfig
 from speech2image.desktop.notify import DesktopNotifier
-from speech2image.events import Accepted, Event, ImageWritten, Progress, Rejected, Wake
+from speech2image.events import Event
 
 try:
     from .dbus_session import DbusSession, NotificationServer, NotifyCall, wait_until
+    from .request_events import DRAWING, PROMPT, RID, accepted, finished, progress, rejected, wake
 except ImportError:  # rootdir-relative "prepend" import mode
     from dbus_session import (  # type: ignore[no-redef,unused-ignore]
         DbusSession,
@@ -30,35 +31,22 @@ except ImportError:  # rootdir-relative "prepend" import mode
         NotifyCall,
         wait_until,
     )
+    from request_events import (  # type: ignore[no-redef,unused-ignore]
+        DRAWING,
+        PROMPT,
+        RID,
+        accepted,
+        finished,
+        progress,
+        rejected,
+        wake,
+    )
 
 pytestmark = pytest.mark.e2e
 
-RID = "2f1c0e9ab3d4"
-PROMPT = "a red fox sleeping under a cherry tree in the snow at dawn"
-DRAWING = "Drawing “a red fox sleeping under a cherry tree…”"
 ACTIONS = ["default", "Open", "open", "Open"]
 PROGRESS_HINTS = {"urgency": 1, "suppress-sound": True}
 MakeNotifier = Callable[..., DesktopNotifier]
-
-
-def wake(rid: str = RID) -> Wake:
-    return Wake(id=rid, t=1.0, model="hey_jarvis", score=0.9)
-
-
-def accepted(rid: str = RID) -> Accepted:
-    return Accepted(id=rid, t=2.0, text=PROMPT)
-
-
-def progress(step: int, rid: str = RID) -> Progress:
-    return Progress(id=rid, t=3.0, step=step, steps=4)
-
-
-def finished(path: Path, rid: str = RID) -> ImageWritten:
-    return ImageWritten(id=rid, t=4.0, path=str(path), prompt=PROMPT, seed=7, model="sd", seconds=1)
-
-
-def rejected(reason: Any, rid: str = RID, flagged: tuple[str, ...] = ()) -> Rejected:
-    return Rejected(id=rid, t=4.0, reason=reason, flagged=flagged)
 
 
 @pytest.fixture

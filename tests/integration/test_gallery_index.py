@@ -20,17 +20,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from speech2image.gallery import index as index_module
 from speech2image.gallery import reading
 from speech2image.gallery.index import STOP_WITHIN_S, Change, GalleryIndex
 from speech2image.gallery.reading import EXIF_IFD, USER_COMMENT, parse_a1111
 from speech2image.gallery.writer import GalleryWriter
-from tests.support import drawn_request
+from tests.support import drawn_request, noise_picture, png_bytes
 
 pytestmark = [pytest.mark.integration]
 
@@ -42,26 +40,12 @@ A1111_TEXT = (
 )
 
 
-def pixels(seed: int = 1) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-
-
-def png_bytes(parameters: str | None = None, seed: int = 1) -> bytes:
-    info = PngInfo()
-    if parameters is not None:
-        info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    pixels(seed).save(buffer, "PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
 def jpeg_with_a1111_exif(text: str) -> bytes:
     """A JPEG as AUTOMATIC1111 saves one: the parameters in EXIF UserComment (piexif)."""
     exif = Image.Exif()
     exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\0" + text.encode("utf-16-be")
     buffer = io.BytesIO()
-    pixels().save(buffer, "JPEG", exif=exif)
+    noise_picture().save(buffer, "JPEG", exif=exif)
     return buffer.getvalue()
 
 
@@ -123,7 +107,7 @@ def recorder(root: Path) -> Iterator[Recorder]:
 
 def test_an_image_the_writer_stores_is_added_once_and_whole(root: Path, recorder: Recorder) -> None:
     request = drawn_request("a red fox in the snow", 42, 64, steps=4, negative_prompt="blurry")
-    path = GalleryWriter(root).write(pixels(), request, WHEN)
+    path = GalleryWriter(root).write(noise_picture(), request, WHEN)
     image_id = path.relative_to(root).as_posix()
     added = recorder.wait_kind("added", image_id)
     recorder.barrier(root)
@@ -307,7 +291,7 @@ def test_a_gallery_folder_removed_and_made_again_is_watched_again(
     shutil.rmtree(root)
     recorder.wait_kind("removed", "first.png")
     request = drawn_request("a phoenix rising", 9, 64)
-    path = GalleryWriter(root).write(pixels(), request, WHEN)  # the writer makes it again
+    path = GalleryWriter(root).write(noise_picture(), request, WHEN)  # the writer makes it again
     added = recorder.wait_kind("added", path.relative_to(root).as_posix())
     assert added.entry is not None
     assert added.entry.prompt == "a phoenix rising"

@@ -18,14 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from speech2image.gallery import writer as writer_module
 from speech2image.gallery.writer import GalleryWriter
 from tests.e2e.daemon import DaemonProcess
-from tests.support import concat, data_audio, drawn_request, silence, write_wav
+from tests.support import concat, data_audio, drawn_request, noise_picture, silence, write_wav
 
 pytestmark = [pytest.mark.integration]
 CLI = [sys.executable, "-m", "speech2image.cli"]
@@ -40,11 +38,6 @@ def pngs(root: Path) -> list[Path]:
 def sidecar(png: Path) -> dict[str, object]:
     data: dict[str, object] = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
     return data
-
-
-def pixels(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
 
 
 def dead_pid() -> int:
@@ -76,7 +69,7 @@ def test_prepare_in_another_process_spares_a_write_in_progress(
     writer = GalleryWriter(tmp_path)
     writer.prepare()
     monkeypatch.setattr(writer_module, "link_no_replace", another_writer_starts_first)
-    path = writer.write(pixels(1), drawn_request("a lighthouse at dusk", 1, 32), WHEN)
+    path = writer.write(noise_picture(1, 32), drawn_request("a lighthouse at dusk", 1, 32), WHEN)
 
     assert len(spared) == 2  # the sidecar's temp file, then the PNG's
     assert pngs(tmp_path) == [path]

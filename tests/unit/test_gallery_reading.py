@@ -11,10 +11,8 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from speech2image.gallery.index import Change, GalleryIndex
 from speech2image.gallery.metadata import a1111_parameters
@@ -30,7 +28,7 @@ from speech2image.gallery.reading import (
     sidecar_path,
 )
 from speech2image.gallery.writer import GalleryWriter
-from tests.support import drawn_request
+from tests.support import drawn_request, noise_picture, png_bytes
 
 WHEN = dt.datetime(2026, 11, 25, 14, 3, 9)
 A1111_TEXT = (
@@ -44,20 +42,6 @@ A1111_TEXT = (
 )
 
 
-def pixels(seed: int = 1, size: int = 16) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-
-
-def png_bytes(parameters: str | None = None, seed: int = 1) -> bytes:
-    info = PngInfo()
-    if parameters is not None:
-        info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    pixels(seed).save(buffer, "PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
 def piexif_unicode(text: str) -> bytes:
     """What piexif's ``UserComment.dump(text, encoding="unicode")`` writes (A1111's way)."""
     return b"UNICODE\0" + text.encode("utf-16-be")
@@ -68,7 +52,7 @@ def exif_image_bytes(image_format: str, comment: bytes | None) -> bytes:
     if comment is not None:
         exif.get_ifd(EXIF_IFD)[USER_COMMENT] = comment
     buffer = io.BytesIO()
-    pixels().save(buffer, image_format, exif=exif)
+    noise_picture().save(buffer, image_format, exif=exif)
     return buffer.getvalue()
 
 
@@ -191,7 +175,7 @@ def test_user_comment_encodings(data: bytes, text: str) -> None:
 def test_entry_of_our_writers_png_and_sidecar(tmp_path: Path) -> None:
     writer = GalleryWriter(tmp_path)
     request = drawn_request("a red fox", 42, 16, steps=4, negative_prompt="blurry")
-    path = writer.write(pixels(), request, WHEN)
+    path = writer.write(noise_picture(), request, WHEN)
     entry = read_entry(tmp_path, path)
     assert entry is not None
     sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))

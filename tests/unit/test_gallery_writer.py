@@ -31,7 +31,7 @@ from speech2image.gallery.writer import (
     temp_name,
 )
 from speech2image.request import ModerationPart, Request
-from tests.support import drawn_request
+from tests.support import drawn_request, noise_picture
 
 WHEN = dt.datetime(2026, 11, 25, 14, 3, 9)
 HOUR_AND_A_BIT = 3700
@@ -47,12 +47,6 @@ def record(prompt: str = "a red fox sleeping under a cherry tree", seed: int = 4
         model="stabilityai/sd-turbo",
         negative_prompt="blurry",
         transcript="A red fox sleeping under a cherry tree.",
-    )
-
-
-def pixels(seed: int) -> Image.Image:
-    return Image.fromarray(
-        np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     )
 
 
@@ -97,7 +91,7 @@ def test_a1111_parameters_text() -> None:
 def test_write_png_with_metadata_and_sidecar(tmp_path: Path) -> None:
     writer = GalleryWriter(tmp_path / "outputs")
     writer.prepare()
-    path = writer.write(pixels(42), record(), WHEN)
+    path = writer.write(noise_picture(42), record(), WHEN)
 
     assert (
         path == tmp_path / "outputs/2026-11-25/140309-a-red-fox-sleeping-under-a-cherry-tree-42.png"
@@ -116,10 +110,10 @@ def test_write_png_with_metadata_and_sidecar(tmp_path: Path) -> None:
 
 def test_never_overwrites(tmp_path: Path) -> None:
     writer = GalleryWriter(tmp_path)
-    first = writer.write(pixels(5), record(seed=5), WHEN)
+    first = writer.write(noise_picture(5), record(seed=5), WHEN)
     before = first.read_bytes()
-    second = writer.write(pixels(5), record(seed=5), WHEN)
-    third = writer.write(pixels(5), record(seed=5), WHEN)
+    second = writer.write(noise_picture(5), record(seed=5), WHEN)
+    third = writer.write(noise_picture(5), record(seed=5), WHEN)
     assert second.name.endswith("-5-2.png")
     assert third.name.endswith("-5-3.png")
     assert first.read_bytes() == before
@@ -239,7 +233,7 @@ def test_a_write_leaves_no_temp_files_and_uses_writer_names(
         return link(temp, target)
 
     monkeypatch.setattr(writer_module, "link_no_replace", spy)
-    GalleryWriter(tmp_path).write(pixels(1), record(), WHEN)
+    GalleryWriter(tmp_path).write(noise_picture(1), record(), WHEN)
     assert len(temps) == 2  # the sidecar, then the PNG
     for name in temps:
         match = TEMP_NAME.fullmatch(name)
@@ -264,7 +258,7 @@ def test_a_record_json_cannot_hold_is_an_error_and_nothing_is_left(
     writer = GalleryWriter(tmp_path)
     writer.prepare()
     with pytest.raises(GalleryError, match=f"request {request.id} .*{why}.*nothing was written"):
-        writer.write(pixels(2), request, WHEN)
+        writer.write(noise_picture(2), request, WHEN)
     assert everything_in(tmp_path) == [Path(".tmp")]  # no PNG, no JSON, no temp, no folder
 
 
@@ -301,8 +295,8 @@ def test_a_folder_fsync_refused_is_tolerated_and_logged_once(
     writer = GalleryWriter(tmp_path)
     writer.prepare()
     with caplog.at_level(logging.DEBUG, logger=writer_module.__name__):
-        first = writer.write(pixels(3), record(seed=3), WHEN)
-        second = writer.write(pixels(4), record(seed=4), WHEN + dt.timedelta(days=1))
+        first = writer.write(noise_picture(3), record(seed=3), WHEN)
+        second = writer.write(noise_picture(4), record(seed=4), WHEN + dt.timedelta(days=1))
     # New date folders: the gallery root, then the date folder after each link.
     assert len(refused) == 2 * 3
     for path in (first, second):
@@ -318,11 +312,11 @@ def test_other_folder_fsync_errors_fail_the_write_and_leave_nothing(
 ) -> None:
     """EIO is a real failure, not a file system's way: the pair is taken back."""
     writer = GalleryWriter(tmp_path)
-    writer.write(pixels(5), record(seed=5), WHEN)  # the date folder exists: links, then EIO
+    writer.write(noise_picture(5), record(seed=5), WHEN)  # the date folder exists: links, then EIO
     before = everything_in(tmp_path)
     monkeypatch.setattr(os, "fsync", refusing_folders(errno.EIO))
     with pytest.raises(GalleryError, match="could not write"):
-        writer.write(pixels(6), record(seed=6), WHEN)
+        writer.write(noise_picture(6), record(seed=6), WHEN)
     assert everything_in(tmp_path) == before
 
 
@@ -339,8 +333,8 @@ def test_a_new_date_folder_is_synced_in_the_gallery(
 
     monkeypatch.setattr(writer_module, "_fsync_dir", spy)
     writer = GalleryWriter(tmp_path)
-    path = writer.write(pixels(7), record(seed=7), WHEN)
+    path = writer.write(noise_picture(7), record(seed=7), WHEN)
     assert synced == [tmp_path, path.parent, path.parent]  # new folder, sidecar, PNG
     synced.clear()
-    writer.write(pixels(8), record(seed=8), WHEN)
+    writer.write(noise_picture(8), record(seed=8), WHEN)
     assert synced == [path.parent, path.parent]  # the folder was there: no gallery sync
