@@ -8,7 +8,9 @@ the one bus connection and all the per-request state; ``notify()`` only hands it
 event. Updates wait in a queue that holds at most one unsent progress update per
 request (a slow server makes updates coalesce, not pile up). A missing bus is normal
 (headless box): one WARNING, then retried every :data:`RETRY_S` s; a missing server
-(restarting) is asked for again at the next notification. Prompts are DEBUG only.
+(restarting) is asked for again at the next notification; a connection that drops (the
+bus restarting) gets a few seconds to come back, and the notification in flight is sent
+again on the new one. Prompts are DEBUG only.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import contextlib
 import html
 import itertools
 import logging
-import shutil
-import subprocess
 import threading
 import time
 from collections import OrderedDict
@@ -33,11 +33,13 @@ from dbus_fast.aio import MessageBus
 from ..config import NotifyConfig
 from ..events import Event
 from . import bus as dbus
+from .opener import PictureOpener
 from .wording import APP_NAME, Close, Pending, Request, Track, concerns, decide, supersedes
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 60.0  # after a failure to connect, notify() is a no-op for this long
+RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # after a drop: about 3 s to come back
 CLOSE_TIMEOUT_S = 5.0
 MAX_PENDING = 64  # a hung server must not make the queue grow without bound
 MAX_REMEMBERED = 128  # notification ids and requests we still keep track of
@@ -64,8 +66,7 @@ class DesktopNotifier:
         locate: Callable[[str], str] = str,
     ) -> None:
         self._config = config
-        self._opener = tuple(opener)
-        self._locate = locate
+        self._opener = PictureOpener(opener, locate)
         self._lock = threading.Lock()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,7 +82,6 @@ class DesktopNotifier:
         self._bus: MessageBus | None = None
         self._caps: frozenset[str] = frozenset()
         self._off_warned = False
-        self._opener_warned = False
         self._images: dict[int, str] = {}  # notification id -> image path
         self._early: dict[int, None] = {}  # "Open" clicks that beat the Notify reply
 
@@ -280,7 +280,7 @@ class DesktopNotifier:
         if request.image_path is not None:
             icon = request.image_path
             hints["image-path"] = Variant("s", Path(request.image_path).as_uri())
-            if "actions" in self._caps and self._opener_available():
+            if "actions" in self._caps and self._opener.available():
                 actions = list(_ACTIONS)
         body = request.body
         if "body-markup" in self._caps:  # or "<b>" and "&" in a prompt are markup
@@ -294,14 +294,15 @@ class DesktopNotifier:
         A new connection forgets every notification id: they belonged to a server
         that may have restarted since (a new bus has a new server).
         """
+        dropped = False
         if self._bus is not None:
             if self._bus.connected:
                 return self._bus
-            self._bus = None  # dropped: reconnect now, not after RETRY_S
+            self._bus, dropped = None, True  # reconnect now, not after RETRY_S
         elif time.monotonic() < self._retry_at:
             return None
         try:
-            self._bus = await self._connect()
+            self._bus = await (self._reconnect() if dropped else self._connect())
         except dbus.UnavailableError as exc:
             self._off(str(exc), 0.0 if isinstance(exc, dbus.ServerMissingError) else RETRY_S)
             return None
@@ -312,6 +313,22 @@ class DesktopNotifier:
             self._off_warned = False
             log.info("desktop notifications are back on")
         return self._bus
+
+    async def _reconnect(self) -> MessageBus:
+        """Connect again after the bus dropped us, giving it a moment to come back.
+
+        A dropped connection is usually a bus restarting, and the server with it: right
+        after the drop the socket may be gone or the server not yet registered. Asking
+        once would turn notifications off (and lose the one in flight) for a restart
+        that takes milliseconds.
+        """
+        for delay in RECONNECT_DELAYS_S:
+            try:
+                return await self._connect()
+            except dbus.UnavailableError as exc:
+                log.debug("reconnecting to the session bus: %s; again in %.2f s", exc, delay)
+            await asyncio.sleep(delay)
+        return await self._connect()
 
     async def _connect(self) -> MessageBus:
         """Connect, learn the server's capabilities, and listen for its signals."""
@@ -350,7 +367,7 @@ class DesktopNotifier:
         _trim(self._images)
         if nid in self._early:
             del self._early[nid]
-            self._open(path)
+            self._opener.open(path)
 
     def _on_message(self, message: Message) -> None:
         """Handle ActionInvoked/NotificationClosed; other apps' ids are ignored."""
@@ -362,7 +379,7 @@ class DesktopNotifier:
                 return
             path = self._images.get(nid)
             if path is not None:
-                self._open(path)
+                self._opener.open(path)
             else:
                 # The signal can arrive in the same read as the Notify reply,
                 # before _send() has resumed and remembered the id.
@@ -373,26 +390,3 @@ class DesktopNotifier:
             self._images.pop(nid, None)
             for request_id in [r for r, shown in self._shown.items() if shown == nid]:
                 del self._shown[request_id]
-
-    def _opener_available(self) -> bool:
-        """Offer "Open" only if it can work; say so once if it cannot."""
-        available = shutil.which(self._opener[0]) is not None
-        if not available and not self._opener_warned:
-            self._opener_warned = True
-            log.warning("%s not found: images cannot be opened from notifications", self._opener[0])
-        return available
-
-    def _open(self, path: str) -> None:
-        """Run the opener detached (own session, no shell) and reap it in a thread."""
-        try:
-            command, devnull = [*self._opener, self._locate(path)], subprocess.DEVNULL
-            process = subprocess.Popen(
-                command, stdin=devnull, stdout=devnull, stderr=devnull, start_new_session=True
-            )
-        except FileNotFoundError:
-            self._opener_available()
-            return
-        except OSError as exc:
-            log.warning("could not run %s: %s", self._opener[0], exc.strerror)
-            return
-        threading.Thread(target=process.wait, name="notify-opener", daemon=True).start()
