@@ -78,6 +78,14 @@ def shown(notifier: DesktopNotifier, server: NotificationServer, event: Event) -
     return server.wait_for_calls(before + 1)[-1]
 
 
+def our_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The product's warnings; the recording server's own complaints are not its."""
+    records = caplog.records
+    return [
+        r.getMessage() for r in records if r.levelno >= logging.WARNING and "speech2image" in r.name
+    ]
+
+
 def assert_one_notification(calls: list[NotifyCall]) -> None:
     """Each call replaces the one before: the first is new, the rest reuse its id."""
     first = calls[0]
@@ -247,7 +255,7 @@ def test_a_restarted_server_that_refuses_old_ids_gets_a_new_notification(
         notifier.close()
         (final,) = servers[1].calls
         assert (final.body, final.replaces_id) == (PROMPT, 0)
-        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert our_warnings(caplog) == []
     finally:
         for server in servers:
             server.stop()
@@ -269,9 +277,44 @@ def test_after_the_bus_restarts_old_ids_are_not_replaced(
         servers.append(NotificationServer(bus.address).start())
         notifier.notify(finished(image))
         notifier.close()
-        (final,) = servers[1].calls
-        assert (final.body, final.replaces_id) == (PROMPT, 0)
-        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        # The restart may beat the first reply to the notifier: then "Listening…" was
+        # in flight and is shown again on the new bus (the test below makes that sure).
+        *resent, final = servers[1].calls
+        assert [call.body for call in resent] in ([], ["Listening…"])
+        assert final.body == PROMPT
+        assert final.replaces_id == (resent[0].id if resent else 0)  # never the old bus's id
+        assert our_warnings(caplog) == []
+    finally:
+        for server in servers:
+            server.stop()
+        bus.stop()
+        shutil.rmtree(bus.workdir, ignore_errors=True)
+
+
+def test_a_notification_in_flight_when_the_bus_restarts_is_shown_on_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, image: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bus goes while "Listening…" waits for its reply: the notifier reconnects
+    once the bus and a server are back, sends it again, and stays on."""
+    caplog.set_level(logging.WARNING)
+    bus = DbusSession.start()
+    servers: list[NotificationServer] = []
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
+        servers.append(NotificationServer(bus.address).start())
+        servers[0].hold = threading.Event()
+        notifier = DesktopNotifier(NotifyConfig())
+        shown(notifier, servers[0], wake())  # recorded; its reply is held back
+        bus.restart()  # the call in flight loses its connection; the socket is new
+        servers[0].hold.set()
+        servers[0].stop()
+        servers.append(NotificationServer(bus.address).start())
+        notifier.notify(finished(image))
+        notifier.close()
+        assert [call.body for call in servers[1].calls] == ["Listening…", PROMPT]
+        resent, final = servers[1].calls
+        assert (resent.replaces_id, final.replaces_id) == (0, resent.id)
+        assert our_warnings(caplog) == []
     finally:
         for server in servers:
             server.stop()
