@@ -25,7 +25,7 @@ from PIL import Image
 
 from speech2image.gallery import index as index_module
 from speech2image.gallery import reading
-from speech2image.gallery.index import STOP_WITHIN_S, Change, GalleryIndex
+from speech2image.gallery.index import ROOT_CHECK_S, STOP_WITHIN_S, Change, GalleryIndex
 from speech2image.gallery.reading import EXIF_IFD, USER_COMMENT, parse_a1111
 from speech2image.gallery.writer import GalleryWriter
 from tests.support import drawn_request, noise_picture, png_bytes
@@ -295,6 +295,28 @@ def test_a_gallery_folder_removed_and_made_again_is_watched_again(
     added = recorder.wait_kind("added", path.relative_to(root).as_posix())
     assert added.entry is not None
     assert added.entry.prompt == "a phoenix rising"
+
+
+def test_a_gallery_folder_renamed_leaves_the_page_and_its_path_is_watched_again(
+    root: Path, recorder: Recorder
+) -> None:
+    """inotify follows a renamed folder and watchdog does not say it moved: the index
+    must not keep listing the old folder under its new name, nor miss the new one."""
+    (root / "first.png").write_bytes(png_bytes())
+    recorder.wait_kind("added", "first.png")
+    root.rename(root.with_name("gallery-2025"))
+    recorder.wait_for(  # noticed by the index's folder check, every ROOT_CHECK_S
+        lambda cs: ("removed", "first.png") in [(c.kind, c.id) for c in cs],
+        "removal",
+        ROOT_CHECK_S + DEADLINE_S,
+    )
+    path = GalleryWriter(root).write(noise_picture(), drawn_request("a heron", 3, 64), WHEN)
+    added = recorder.wait_kind("added", path.relative_to(root).as_posix())
+    assert added.entry is not None
+    assert added.entry.prompt == "a heron"
+    (root.with_name("gallery-2025") / "later.png").write_bytes(png_bytes())  # not the gallery
+    recorder.barrier(root)
+    assert "later.png" not in [image_id for _kind, image_id in recorder.about()]
 
 
 def test_start_scans_and_stop_ends_the_watch(root: Path) -> None:

@@ -6,7 +6,10 @@ daemon, copied in by hand, moved or deleted, and tells subscribers (the page's
 server-sent events) what changed (the ordered listing itself: ``listing.py``).
 
 A file that exists but does not read yet (a copy in progress) is kept in a pending set
-and read again on its next event and by one retry timer, for at most a minute.
+and read again on its next event and by one retry timer, for at most a minute. The
+gallery folder itself removed or renamed empties the index until a folder is back at
+its path; a rename has no inotify event watchdog passes on, so a small thread checks
+the folder's identity every :data:`ROOT_CHECK_S` s.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ Listener = Callable[[Change], None]
 # A file still unreadable this long after it appeared is left as it is (not listed).
 RETRY_FOR_S = 60.0
 STOP_WITHIN_S = 2.0
+ROOT_CHECK_S = 0.5  # a stat() this often: a renamed gallery leaves the page within ~1 s
 SIDECAR_SUFFIX = ".json"
 # What the index acts on; opening and reading files (its own reads too) is not news.
 # A changed time stamp (``touch``) is: without a sidecar it is the image's time.
@@ -73,6 +77,9 @@ class GalleryIndex:
         self._timer: threading.Timer | None = None
         self._observer: BaseObserver | None = None
         self._root_lost = False
+        self._root_identity: tuple[int, int] | None = None  # (st_dev, st_ino) watched
+        self._stopping = threading.Event()
+        self._checker: threading.Thread | None = None
 
     # -- reading -------------------------------------------------------------
 
@@ -128,17 +135,27 @@ class GalleryIndex:
             warnings.filterwarnings("ignore", "Callback with id .* already exists", RuntimeWarning)
             self._observer = self._watch()
             self.scan()
+            self._stopping.clear()
+            self._checker = threading.Thread(
+                target=self._check_root, name="gallery-root", daemon=True
+            )
+            self._checker.start()
 
     def stop(self) -> None:
-        """Stop the observer and the retry timer; returns within about two seconds."""
+        """Stop the observer, the retry timer and the folder check; returns within about
+        two seconds."""
+        self._stopping.set()
         with self._update:
             observer, self._observer = self._observer, None
             timer, self._timer = self._timer, None
+            checker, self._checker = self._checker, None
         if timer is not None:
             timer.cancel()
         if observer is not None:
             observer.stop()
             observer.join(STOP_WITHIN_S)
+        if checker is not None:
+            checker.join(STOP_WITHIN_S)
 
     def scan(self) -> int:
         """Rebuild the index from disk and publish what differs; the number of images."""
@@ -202,7 +219,24 @@ class GalleryIndex:
             raise OSError(exc.errno, _watch_failure(self.root, exc)) from exc
         observer.daemon = True
         observer.start()
+        self._root_identity = _identity(self.root)
         return observer
+
+    def _check_root(self) -> None:
+        """Notice the gallery folder renamed (or replaced) under the observer.
+
+        inotify follows a watched folder to its new name and watchdog drops the
+        IN_MOVE_SELF that says so, so the index would go on listing a folder that is no
+        longer the gallery and miss the one the writer makes at its path.
+        """
+        while not self._stopping.wait(ROOT_CHECK_S):
+            try:
+                with self._update:
+                    watching = self._observer is not None and not self._root_lost
+                    if watching and _identity(self.root) != self._root_identity:
+                        self._drop_folder(self.root)
+            except Exception:
+                log.exception("the gallery index could not check its folder")
 
     def _on_event(self, event: events.FileSystemEvent) -> None:
         """One file-system event; never raises (that would end the observer thread)."""
@@ -262,7 +296,9 @@ class GalleryIndex:
     def _drop_folder(self, folder: Path) -> None:
         """A folder was deleted or moved away: forget everything under it."""
         if folder == self.root:
-            log.warning("the gallery folder %s was removed; watching for it again", folder)
+            if self._root_lost:
+                return  # noticed already (the folder check and the observer both tell)
+            log.warning("the gallery folder %s was removed or renamed; waiting for it", folder)
             self._root_lost = True
             prefix = ""
         else:
@@ -342,6 +378,15 @@ def slim(entry: ImageEntry) -> ImageEntry:
 
 def slim_all(found: dict[str, ImageEntry]) -> dict[str, ImageEntry]:
     return {image_id: slim(entry) for image_id, entry in found.items()}
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """What tells one folder from another made at the same path since."""
+    try:
+        status = folder.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _watch_failure(root: Path, exc: OSError) -> str:
