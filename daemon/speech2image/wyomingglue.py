@@ -20,6 +20,7 @@ from .pcm import Frame
 from .request import Request, RequestSource
 from .stages import build_listener
 from .steps import moderate
+from .subscribers import Subscribers
 from .wyoming.pipeline import Answer, BusyError, Heard, WakeListener
 
 if TYPE_CHECKING:
@@ -41,31 +42,14 @@ class EventTap:
     """An event sink in the daemon's fan-out that Wyoming listeners subscribe to."""
 
     def __init__(self) -> None:
-        self._listeners: list[Callable[[Mapping[str, Any]], None]] = []
-        self._lock = threading.Lock()
+        self._subscribers: Subscribers[Mapping[str, Any]] = Subscribers("Wyoming event")
 
     def emit(self, event: Event) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        if not listeners:
-            return
-        data = event.to_dict()
-        for listener in listeners:
-            try:
-                listener(data)
-            except Exception:  # one client's bug never reaches the daemon
-                log.exception("a Wyoming event listener failed")
+        if len(self._subscribers):  # no dict for an event nobody hears
+            self._subscribers.publish(event.to_dict())
 
     def subscribe(self, listener: Callable[[Mapping[str, Any]], None]) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._subscribers.subscribe(listener)
 
 
 class Ends:

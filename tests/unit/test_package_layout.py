@@ -29,6 +29,7 @@ SHARED = (
     "model_files",
     "request",
     "sessionbus",
+    "subscribers",
     "vocabulary",
 )
 MAX_LINES = 400

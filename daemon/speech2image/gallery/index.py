@@ -28,6 +28,7 @@ from watchdog import events
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from ..subscribers import Subscribers
 from .entry import IMAGE_SUFFIXES, ImageEntry
 from .listing import Change, Listing, make_cursor, parse_cursor, stem, under
 from .reading import entry_id, read_entry, read_tree
@@ -72,7 +73,7 @@ class GalleryIndex:
         self._lock = threading.Lock()
         self._update = threading.RLock()
         self._listing = Listing()
-        self._listeners: list[Listener] = []
+        self._subscribers: Subscribers[Change] = Subscribers("gallery index")
         self._pending: dict[str, float] = {}  # id -> monotonic time to give up
         self._timer: threading.Timer | None = None
         self._observer: BaseObserver | None = None
@@ -110,15 +111,7 @@ class GalleryIndex:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every change (from the observer's thread); the
         returned function unsubscribes. A listener that raises is logged and skipped."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._subscribers.subscribe(listener)
 
     def start(self) -> None:
         """Watch the folder (made if missing, as the writer would) and scan it.
@@ -194,14 +187,8 @@ class GalleryIndex:
         return [] if change is None else [change]
 
     def _publish(self, changes: Iterable[Change]) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
         for change in changes:
-            for listener in listeners:
-                try:
-                    listener(change)
-                except Exception:
-                    log.exception("a gallery listener failed on a %s change", change.kind)
+            self._subscribers.publish(change)
 
     # -- events from the observer --------------------------------------------
 
