@@ -18,18 +18,9 @@ import soundfile as sf
 
 from bench import rooms
 from bench.rooms_peer import Daemon
-from tests.support import data_audio
+from tests.support import JFK_SENTENCE, data_audio, espeak_prompts
 
-CORPUS = {  # tests/data file -> what is said (tests/data/README.md)
-    "jfk.flac": "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country.",
-    "espeak/prompt_1_en-us.wav": "a red fox sleeping under a cherry tree",
-    "espeak/prompt_1_en+f3.wav": "a red fox sleeping under a cherry tree",
-    "espeak/prompt_2_en-us.wav": "a lighthouse on a cliff at sunset",
-    "espeak/prompt_2_en+f3.wav": "a lighthouse on a cliff at sunset",
-    "espeak/prompt_3_en-us.wav": "a robot painting a portrait in a studio",
-    "espeak/prompt_3_en+f3.wav": "a robot painting a portrait in a studio",
-}
+CORPUS = {"jfk.flac": JFK_SENTENCE, **espeak_prompts()}  # tests/data file -> what is said
 SERVE_TIMEOUT_S = 180.0
 
 

@@ -26,11 +26,36 @@ from speech2image.request import ImagePart, Request
 
 DATA = Path(__file__).parent / "data"
 Audio = npt.NDArray[np.int16]
+# What the recordings in tests/data say (tests/data/README.md).
+JFK_SENTENCE = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+SPOKEN_PROMPTS = {  # tests/data/espeak/prompt_<n>_<voice>.wav, in each of ESPEAK_VOICES
+    1: "a red fox sleeping under a cherry tree",
+    2: "a lighthouse on a cliff at sunset",
+    3: "a robot painting a portrait in a studio",
+}
+ESPEAK_VOICES = ("en-us", "en+f3")
 
 
 def data_audio(name: str) -> Audio:
     """A fixture from tests/data as 16 kHz mono int16 (through the product's own reader)."""
     return read_audio(DATA / name)
+
+
+def espeak_prompt(number: int, voice: str) -> str:
+    """The tests/data path of spoken prompt ``number`` in ``voice``."""
+    return f"espeak/prompt_{number}_{voice}.wav"
+
+
+def espeak_prompts() -> dict[str, str]:
+    """Every spoken-prompt recording (tests/data path) and what it says."""
+    return {
+        espeak_prompt(number, voice): text
+        for number, text in SPOKEN_PROMPTS.items()
+        for voice in ESPEAK_VOICES
+    }
 
 
 def silence(seconds: float) -> Audio:

@@ -15,18 +15,11 @@ from speech2image.config import ModerationConfig, SpeechConfig
 from speech2image.moderation.combined import build_moderator
 from speech2image.speech.guard import judge
 from speech2image.speech.transcribe import WhisperTranscriber
-from tests.support import concat, data_audio, noise, silence, word_error_rate
+from tests.support import concat, data_audio, espeak_prompts, noise, silence, word_error_rate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SPOKEN = {
-    "espeak/prompt_1_en-us.wav": "a red fox sleeping under a cherry tree",
-    "espeak/prompt_1_en+f3.wav": "a red fox sleeping under a cherry tree",
-    "espeak/prompt_2_en-us.wav": "a lighthouse on a cliff at sunset",
-    "espeak/prompt_2_en+f3.wav": "a lighthouse on a cliff at sunset",
-    "espeak/prompt_3_en-us.wav": "a robot painting a portrait in a studio",
-    "espeak/prompt_3_en+f3.wav": "a robot painting a portrait in a studio",
-}
+SPOKEN = espeak_prompts()
 NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)  # RMS of full scale; the prompts peak at -3 dBFS
 
 

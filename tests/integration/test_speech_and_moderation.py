@@ -16,6 +16,9 @@ from speech2image.config import SpeechConfig
 from speech2image.speech.guard import judge
 from speech2image.speech.transcribe import WhisperTranscriber
 from tests.support import (
+    ESPEAK_VOICES,
+    JFK_SENTENCE,
+    SPOKEN_PROMPTS,
     Run,
     breathing,
     concat,
@@ -30,15 +33,6 @@ from tests.support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLI = [sys.executable, "-m", "speech2image.cli"]
-JFK_TEXT = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
-PROMPTS = {
-    1: "a red fox sleeping under a cherry tree",
-    2: "a lighthouse on a cliff at sunset",
-    3: "a robot painting a portrait in a studio",
-}
 
 
 def request(tmp_path: Path, *parts: np.ndarray, config: Path | None = None) -> Run:
@@ -53,7 +47,7 @@ def test_transcribe_command_on_jfk() -> None:
     result = subprocess.run(
         [*CLI, "transcribe", "tests/data/jfk.flac"], capture_output=True, text=True, check=True
     )
-    assert word_error_rate(JFK_TEXT, result.stdout) <= 0.10
+    assert word_error_rate(JFK_SENTENCE, result.stdout) <= 0.10
 
 
 def test_transcribe_json_has_segments() -> None:
@@ -67,10 +61,10 @@ def test_transcribe_json_has_segments() -> None:
     assert report["language"] == "en"
     assert report["hallucination"] is None
     assert report["segments"][0]["end"] > report["segments"][0]["start"]
-    assert word_error_rate(PROMPTS[3], report["text"]) <= 0.25
+    assert word_error_rate(SPOKEN_PROMPTS[3], report["text"]) <= 0.25
 
 
-SPOKEN = [(voice, number) for voice in ("en-us", "en+f3") for number in (1, 2, 3)]
+SPOKEN = [(voice, number) for voice in ESPEAK_VOICES for number in SPOKEN_PROMPTS]
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +98,14 @@ def test_spoken_prompt_after_wake_word(
     assert "jarvis" not in text.lower()
     # Per clip a compound split ("a light house") costs 2 of 7 words; the 25 % goal is
     # over the whole set (next test).
-    assert word_error_rate(PROMPTS[spoken[1]], text) <= 0.3, text
+    assert word_error_rate(SPOKEN_PROMPTS[spoken[1]], text) <= 0.3, text
     assert transcript["audio_s"] > 1.0
     assert transcript["seconds"] > 0
     assert six_requests.of("accepted")[index]["text"] == text
 
 
 def test_word_error_rate_over_all_spoken_prompts(six_requests: Run) -> None:
-    references = " ".join(PROMPTS[number] for _, number in SPOKEN)
+    references = " ".join(SPOKEN_PROMPTS[number] for _, number in SPOKEN)
     heard = " ".join(e["text"] for e in six_requests.of("transcript"))
     assert word_error_rate(references, heard) <= 0.25
 

@@ -25,7 +25,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.handle import Handled, NotHandled
 from wyoming.info import Describe, Info
 
-from tests.support import data_audio
+from tests.support import JFK_SENTENCE, SPOKEN_PROMPTS, data_audio, espeak_prompt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SERVING = re.compile(r"wyoming: serving tcp://127\.0\.0\.1:(\d+)")
@@ -133,12 +133,11 @@ def test_a_refusal_is_spoken(served: Served) -> None:
     assert NotHandled.from_event(answer).text == "I can't draw that."
 
 
-CORPUS = {  # tests/data file -> what is said (tests/data/README.md)
-    "jfk.flac": "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country.",
-    "espeak/prompt_1_en-us.wav": "a red fox sleeping under a cherry tree",
-    "espeak/prompt_2_en+f3.wav": "a lighthouse on a cliff at sunset",
-    "espeak/prompt_3_en-us.wav": "a robot painting a portrait in a studio",
+CORPUS = {  # tests/data file -> what is said
+    "jfk.flac": JFK_SENTENCE,
+    espeak_prompt(1, "en-us"): SPOKEN_PROMPTS[1],
+    espeak_prompt(2, "en+f3"): SPOKEN_PROMPTS[2],
+    espeak_prompt(3, "en-us"): SPOKEN_PROMPTS[3],
 }
 
 

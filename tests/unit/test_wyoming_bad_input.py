@@ -332,24 +332,24 @@ def test_a_flood_of_connections_is_turned_away_past_the_cap_and_the_server_survi
     """200 connections open at once, 16 allowed: 16 get ``info``, the rest are closed at
     once, and when the flood ends a fresh client is served."""
     with serving(pipeline, Limits(max_connections=16)) as service:
-        port = port_of(service)
-
-        async def flood() -> list[str]:
-            opened = await asyncio.gather(
-                *(asyncio.open_connection("127.0.0.1", port) for _ in range(200))
-            )
-            try:
-                return await asyncio.gather(*(_describe_on(*pair) for pair in opened))
-            finally:
-                for _, writer in opened:
-                    writer.close()
-
-        outcomes = asyncio.run(flood())
+        outcomes = asyncio.run(_flood(port_of(service), 200))
         assert (outcomes.count("info"), outcomes.count("closed")) == (16, 184)
         _wait_for(lambda: service.connections == 0)
         still_serving(service)
     turned_away = [r for r in caplog.records if "connections are open" in r.getMessage()]
     assert len(turned_away) == 1  # one line per flood, not one per connection
+
+
+async def _flood(port: int, count: int) -> list[str]:
+    """``count`` connections opened at once, each asking ``describe``: what each got."""
+    opened = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", port) for _ in range(count))
+    )
+    try:
+        return await asyncio.gather(*(_describe_on(*pair) for pair in opened))
+    finally:
+        for _, writer in opened:
+            writer.close()
 
 
 async def _describe_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
@@ -365,18 +365,7 @@ async def _describe_on(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 def test_a_flood_under_the_default_limits_leaves_the_server_serving(
     service: WyomingService,
 ) -> None:
-    async def flood() -> list[str]:
-        port = port_of(service)
-        opened = await asyncio.gather(
-            *(asyncio.open_connection("127.0.0.1", port) for _ in range(200))
-        )
-        try:
-            return await asyncio.gather(*(_describe_on(*pair) for pair in opened))
-        finally:
-            for _, writer in opened:
-                writer.close()
-
-    outcomes = asyncio.run(flood())
+    outcomes = asyncio.run(_flood(port_of(service), 200))
     assert outcomes.count("info") == Limits().max_connections
     _wait_for(lambda: service.connections == 0)
     still_serving(service)
