@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 try:  # tests/e2e imported as a package (``__init__.py`` present)
-    from .dbus_session import DEFAULT_CAPS, DbusError, DbusSession, NotificationServer
+    from .dbus_session import DEFAULT_CAPS, DbusError, DbusSession, NotificationServer, OwnBus
     from .pulse import PulseError, PulseServer, VirtualMic, reinit_portaudio
 except ImportError:  # rootdir-relative "prepend" import mode, no __init__.py
     from dbus_session import (  # type: ignore[no-redef,unused-ignore]
@@ -24,6 +24,7 @@ except ImportError:  # rootdir-relative "prepend" import mode, no __init__.py
         DbusError,
         DbusSession,
         NotificationServer,
+        OwnBus,
     )
     from pulse import (  # type: ignore[no-redef,unused-ignore]
         PulseError,
@@ -113,6 +114,27 @@ def session_bus() -> Iterator[str]:
     finally:
         bus.stop()
         shutil.rmtree(bus.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_bus() -> Iterator[DbusSession]:
+    """A bus of this test's own, to restart or kill without disturbing the others."""
+    bus = DbusSession.start()
+    yield bus
+    bus.stop()
+    shutil.rmtree(bus.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_bus(private_bus: DbusSession, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnBus]:
+    """``private_bus`` as this process's session bus, with recording servers started on
+    it by ``own_bus.server()``; teardown stops them, then the bus goes."""
+    own = OwnBus(private_bus)
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", private_bus.address)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 @pytest.fixture

@@ -340,6 +340,24 @@ class NotificationServer:
         asyncio.run_coroutine_threadsafe(run(), self._loop).result(5)
 
 
+class OwnBus:
+    """A private bus for one test that restarts it, and the recording servers started
+    on it; :meth:`close` stops the servers (the bus is the caller's to stop)."""
+
+    def __init__(self, session: DbusSession) -> None:
+        self.session = session
+        self.servers: list[NotificationServer] = []
+
+    def server(self) -> NotificationServer:
+        """A new recording server on this bus (the name free: the last one stopped)."""
+        self.servers.append(NotificationServer(self.session.address).start())
+        return self.servers[-1]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
     """Poll ``predicate`` (every 10 ms) until true; AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -87,15 +86,6 @@ def service(session_bus: str, target: Target) -> Iterator[ControlService]:
     assert control.start()
     yield control
     control.close()
-
-
-@pytest.fixture
-def private_bus() -> Iterator[DbusSession]:
-    """A bus of this test's own, to restart or kill without disturbing the others."""
-    bus = DbusSession.start()
-    yield bus
-    bus.stop()
-    shutil.rmtree(bus.workdir, ignore_errors=True)
 
 
 def cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ condition, on a file, or on ``close()``, which sends what is queued first.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from speech2image.desktop.wording import rejected_body, request_for
 from speech2image.events import Error, Event, ImageWritten, Rejected
 
 try:
-    from .dbus_session import DbusSession, NotificationServer, wait_until
+    from .dbus_session import NotificationServer, OwnBus, wait_until
 except ImportError:  # rootdir-relative "prepend" import mode
     from dbus_session import (  # type: ignore[no-redef,unused-ignore]
-        DbusSession,
         NotificationServer,
+        OwnBus,
         wait_until,
     )
 
@@ -268,35 +267,26 @@ def write_arg_script(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_reconnects_after_the_bus_restarts(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, image: Path, tmp_path: Path
+    own_bus: OwnBus, caplog: pytest.LogCaptureFixture, image: Path, tmp_path: Path
 ) -> None:
     script, opened = write_arg_script(tmp_path)
-    bus = DbusSession.start()
-    servers: list[NotificationServer] = []
-    try:
-        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
-        caplog.set_level(logging.WARNING)
-        servers.append(NotificationServer(bus.address).start())
-        notifier = DesktopNotifier(NotifyConfig(), opener=(str(script),))
-        notifier.notify(image_event(image))
-        (call,) = servers[0].wait_for_calls(1)
-        # Barrier: the opener runs only once the notifier has the Notify reply, so
-        # the restart cannot catch that call in flight (which would be a different test).
-        servers[0].invoke_action(call.id)
-        wait_until(opened.exists, what="the opener to run")
-        bus.restart()
-        servers[0].stop()
-        servers.append(NotificationServer(bus.address).start())
-        send_all(notifier, rejected("busy"))
-        assert [call.body for call in servers[1].calls] == [
-            "Still working on earlier requests; please try again"
-        ]
-        assert _warnings(caplog) == []
-    finally:
-        for server in servers:
-            server.stop()
-        bus.stop()
-        shutil.rmtree(bus.workdir, ignore_errors=True)
+    caplog.set_level(logging.WARNING)
+    first = own_bus.server()
+    notifier = DesktopNotifier(NotifyConfig(), opener=(str(script),))
+    notifier.notify(image_event(image))
+    (call,) = first.wait_for_calls(1)
+    # Barrier: the opener runs only once the notifier has the Notify reply, so
+    # the restart cannot catch that call in flight (which would be a different test).
+    first.invoke_action(call.id)
+    wait_until(opened.exists, what="the opener to run")
+    own_bus.session.restart()
+    first.stop()
+    second = own_bus.server()
+    send_all(notifier, rejected("busy"))
+    assert [call.body for call in second.calls] == [
+        "Still working on earlier requests; please try again"
+    ]
+    assert _warnings(caplog) == []
 
 
 HEARD = "a rid fax in the snew"

@@ -9,7 +9,6 @@ a private ``dbus-daemon``. Each test waits on the recorder, never on the clock.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,13 +21,13 @@ from speech2image.desktop.notify import DesktopNotifier
 from speech2image.events import Event
 
 try:
-    from .dbus_session import DbusSession, NotificationServer, NotifyCall, wait_until
+    from .dbus_session import NotificationServer, NotifyCall, OwnBus, wait_until
     from .request_events import DRAWING, PROMPT, RID, accepted, finished, progress, rejected, wake
 except ImportError:  # rootdir-relative "prepend" import mode
     from dbus_session import (  # type: ignore[no-redef,unused-ignore]
-        DbusSession,
         NotificationServer,
         NotifyCall,
+        OwnBus,
         wait_until,
     )
     from request_events import (  # type: ignore[no-redef,unused-ignore]
@@ -262,61 +261,43 @@ def test_a_restarted_server_that_refuses_old_ids_gets_a_new_notification(
 
 
 def test_after_the_bus_restarts_old_ids_are_not_replaced(
-    monkeypatch: pytest.MonkeyPatch, image: Path, caplog: pytest.LogCaptureFixture
+    own_bus: OwnBus, image: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    bus = DbusSession.start()
-    servers: list[NotificationServer] = []
-    try:
-        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
-        servers.append(NotificationServer(bus.address).start())
-        notifier = DesktopNotifier(NotifyConfig())
-        shown(notifier, servers[0], wake())
-        bus.restart()
-        servers[0].stop()
-        servers.append(NotificationServer(bus.address).start())
-        notifier.notify(finished(image))
-        notifier.close()
-        # The restart may beat the first reply to the notifier: then "Listening…" was
-        # in flight and is shown again on the new bus (the test below makes that sure).
-        *resent, final = servers[1].calls
-        assert [call.body for call in resent] in ([], ["Listening…"])
-        assert final.body == PROMPT
-        assert final.replaces_id == (resent[0].id if resent else 0)  # never the old bus's id
-        assert our_warnings(caplog) == []
-    finally:
-        for server in servers:
-            server.stop()
-        bus.stop()
-        shutil.rmtree(bus.workdir, ignore_errors=True)
+    first = own_bus.server()
+    notifier = DesktopNotifier(NotifyConfig())
+    shown(notifier, first, wake())
+    own_bus.session.restart()
+    first.stop()
+    second = own_bus.server()
+    notifier.notify(finished(image))
+    notifier.close()
+    # The restart may beat the first reply to the notifier: then "Listening…" was
+    # in flight and is shown again on the new bus (the test below makes that sure).
+    *resent, final = second.calls
+    assert [call.body for call in resent] in ([], ["Listening…"])
+    assert final.body == PROMPT
+    assert final.replaces_id == (resent[0].id if resent else 0)  # never the old bus's id
+    assert our_warnings(caplog) == []
 
 
 def test_a_notification_in_flight_when_the_bus_restarts_is_shown_on_the_new_one(
-    monkeypatch: pytest.MonkeyPatch, image: Path, caplog: pytest.LogCaptureFixture
+    own_bus: OwnBus, image: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The bus goes while "Listening…" waits for its reply: the notifier reconnects
     once the bus and a server are back, sends it again, and stays on."""
     caplog.set_level(logging.WARNING)
-    bus = DbusSession.start()
-    servers: list[NotificationServer] = []
-    try:
-        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
-        servers.append(NotificationServer(bus.address).start())
-        servers[0].hold = threading.Event()
-        notifier = DesktopNotifier(NotifyConfig())
-        shown(notifier, servers[0], wake())  # recorded; its reply is held back
-        bus.restart()  # the call in flight loses its connection; the socket is new
-        servers[0].hold.set()
-        servers[0].stop()
-        servers.append(NotificationServer(bus.address).start())
-        notifier.notify(finished(image))
-        notifier.close()
-        assert [call.body for call in servers[1].calls] == ["Listening…", PROMPT]
-        resent, final = servers[1].calls
-        assert (resent.replaces_id, final.replaces_id) == (0, resent.id)
-        assert our_warnings(caplog) == []
-    finally:
-        for server in servers:
-            server.stop()
-        bus.stop()
-        shutil.rmtree(bus.workdir, ignore_errors=True)
+    first = own_bus.server()
+    first.hold = threading.Event()
+    notifier = DesktopNotifier(NotifyConfig())
+    shown(notifier, first, wake())  # recorded; its reply is held back
+    own_bus.session.restart()  # the call in flight loses its connection; the socket is new
+    first.hold.set()
+    first.stop()
+    second = own_bus.server()
+    notifier.notify(finished(image))
+    notifier.close()
+    assert [call.body for call in second.calls] == ["Listening…", PROMPT]
+    resent, final = second.calls
+    assert (resent.replaces_id, final.replaces_id) == (0, resent.id)
+    assert our_warnings(caplog) == []
