@@ -41,8 +41,12 @@ Design decisions (all measured with PulseAudio 16.1 on Debian 12, as root):
   - the module *creates* the FIFO itself and refuses to load if the path
     already exists (``mkfifo(...): File exists``), and it unlinks it again on
     unload -- so never pre-create it and re-open it after every (re)plug;
-  - audio written while no stream records from the source is read and
-    discarded (no stale backlog), so feed only once the recorder runs;
+  - while no stream records from the source, PulseAudio does not read the FIFO:
+    what is written waits in the pipe (up to its 64 KiB, ~2 s) and a varying
+    part of it reaches the next stream the moment it starts (measured: 0.23 s
+    of one test's tone ahead of the next test's probe).  A real microphone
+    keeps nothing, so :class:`VirtualMic` empties the FIFO when it starts and
+    stops, and tests feed only once the recorder runs;
   - with no writer or an empty FIFO the source produces **nothing**: the
     capture stream gets no callbacks at all (a stall, not silence).  The feeder
     therefore keeps writing silence in real time whenever it has nothing else
@@ -73,15 +77,18 @@ runs empty.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from collections import deque
@@ -585,9 +592,10 @@ class VirtualMic:
 
     # ------------------------------------------------------------- public API
     def start(self) -> None:
-        """Start the feeder thread (writes silence until fed)."""
+        """Start the feeder thread (writes silence until fed) on an empty FIFO."""
         if self._thread is not None:
             return
+        drain_fifo(self.fifo)
         self._thread = threading.Thread(target=self._run, name="virtual-mic", daemon=True)
         self._thread.start()
 
@@ -631,8 +639,9 @@ class VirtualMic:
 
         "Written" means handed to the FIFO; a connected recorder receives the
         last chunk a few ms later (allow ~0.1-0.2 s before stopping it).
-        Audio fed while no stream records from the mic is discarded by
-        PulseAudio, so start the recorder (daemon) first and feed afterwards.
+        Audio fed while no stream records from the mic waits in the FIFO and
+        only part of it reaches the next stream, so start the recorder (daemon)
+        first and feed afterwards.
 
         Raises:
             TimeoutError: If the queue did not drain in ``timeout`` seconds.
@@ -665,12 +674,26 @@ class VirtualMic:
         self.server.replug_mic()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the feeder thread and close the FIFO.  Never blocks long."""
+        """Stop the feeder thread, close and empty the FIFO.  Never blocks long."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         self._close()
+        drain_fifo(self.fifo)
+
+    def pending_bytes(self) -> int:
+        """Bytes in the FIFO that PulseAudio has not read yet; 0 when unplugged."""
+        try:
+            fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            level = array.array("i", [0])
+            fcntl.ioctl(fd, termios.FIONREAD, level)
+            return level[0]
+        finally:
+            os.close(fd)
 
     # -------------------------------------------------------------- internals
     def _raise_if_failed(self) -> None:
@@ -773,6 +796,31 @@ class VirtualMic:
             self.error = exc
             with self._cond:
                 self._cond.notify_all()
+
+
+def drain_fifo(fifo: Path) -> int:
+    """Read and drop what the virtual mic's FIFO holds; return how many bytes.
+
+    Called with no feeder writing, between tests: PulseAudio reads the FIFO only
+    while a stream records, so the bytes here were fed while nobody listened.
+    """
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:  # unplugged: the module removed the FIFO
+        return 0
+    drained = 0
+    try:
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:  # empty (PulseAudio keeps a writer open)
+                break
+            if not data:
+                break
+            drained += len(data)
+    finally:
+        os.close(fd)
+    return drained
 
 
 @contextlib.contextmanager

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from speech2image.listening.microphone import MicSource
+from tests.e2e.pulse import PulseServer, VirtualMic
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import numpy.typing as npt
-    from pulse import PulseServer, VirtualMic
 
 pytestmark = pytest.mark.e2e
 
@@ -142,6 +142,42 @@ def test_in_process_recording_is_bit_exact(
     finally:
         audio = rec.close()
     assert rec.statuses == []
+    assert_bit_exact(audio, ref)
+
+
+def test_audio_fed_while_nobody_records_never_reaches_the_next_recorder(
+    pulse_server: PulseServer,
+    pulse_env: dict[str, str],
+) -> None:
+    """PulseAudio leaves the FIFO unread while nobody records; the feeder empties it.
+
+    Without that, 0.23 s of one test's tone once arrived ahead of the next test's probe.
+    """
+    if not pulse_server.mic_plugged:
+        pulse_server.replug_mic()
+    stale = probe_signal(seed=3)
+    earlier = VirtualMic(pulse_server.fifo, server=pulse_server)
+    earlier.start()
+    try:
+        earlier.feed(stale)
+        earlier.wait_done(timeout=5)
+        assert earlier.pending_bytes() >= stale.nbytes, "precondition: the FIFO kept the audio"
+    finally:
+        earlier.stop()
+    assert earlier.pending_bytes() == 0
+
+    ref = probe_signal(seed=4)
+    later = VirtualMic(pulse_server.fifo, server=pulse_server)
+    later.start()
+    rec = Recorder("pulse")
+    try:
+        rec.start()
+        later.feed(ref)
+        later.wait_done(timeout=5)
+        time.sleep(0.2)
+    finally:
+        audio = rec.close()
+        later.stop()
     assert_bit_exact(audio, ref)
 
 
