@@ -118,6 +118,29 @@ class Recorder:
         return sum(c.size for c in self.chunks)
 
 
+def play(mic: VirtualMic, ref: npt.NDArray[np.int16]) -> None:
+    """Feed ``ref`` in real time, then wait 0.2 s for its tail and some silence."""
+    mic.feed(ref)
+    mic.wait_done(timeout=5)
+    time.sleep(0.2)
+
+
+def record_while_fed(mic: VirtualMic, ref: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+    """Record ``pulse`` in this process while ``mic`` plays ``ref``.
+
+    PortAudio must not flag any block (overflow, underflow) on the way.
+    """
+    rec = Recorder("pulse")
+    try:
+        delay = rec.start()
+        print(f"first callback after {delay * 1000:.1f} ms")
+        play(mic, ref)
+    finally:
+        audio = rec.close()
+    assert rec.statuses == []
+    return audio
+
+
 def test_device_listing_shows_pulse(pulse_server: PulseServer) -> None:
     """A fresh process with the env sees the ALSA ``pulse`` and ``default`` PCMs."""
     listing = pulse_server.device_listing()
@@ -132,17 +155,7 @@ def test_in_process_recording_is_bit_exact(
 ) -> None:
     """sounddevice in this process records exactly the fed samples."""
     ref = probe_signal()
-    rec = Recorder("pulse")
-    try:
-        delay = rec.start()
-        print(f"first callback after {delay * 1000:.1f} ms")
-        virtual_mic.feed(ref)
-        virtual_mic.wait_done(timeout=5)
-        time.sleep(0.2)  # let the tail (and some silence) arrive
-    finally:
-        audio = rec.close()
-    assert rec.statuses == []
-    assert_bit_exact(audio, ref)
+    assert_bit_exact(record_while_fed(virtual_mic, ref), ref)
 
 
 def test_audio_fed_while_nobody_records_never_reaches_the_next_recorder(
@@ -169,14 +182,9 @@ def test_audio_fed_while_nobody_records_never_reaches_the_next_recorder(
     ref = probe_signal(seed=4)
     later = VirtualMic(pulse_server.fifo, server=pulse_server)
     later.start()
-    rec = Recorder("pulse")
     try:
-        rec.start()
-        later.feed(ref)
-        later.wait_done(timeout=5)
-        time.sleep(0.2)
+        audio = record_while_fed(later, ref)
     finally:
-        audio = rec.close()
         later.stop()
     assert_bit_exact(audio, ref)
 
@@ -272,15 +280,7 @@ def test_hard_unplug_ends_stream_and_replug_works(
 
     virtual_mic.replug()
     ref = probe_signal(seed=7)
-    rec = Recorder("pulse")
-    try:
-        rec.start()
-        virtual_mic.feed(ref)
-        virtual_mic.wait_done(timeout=5)
-        time.sleep(0.2)
-    finally:
-        audio = rec.close()
-    assert_bit_exact(audio, ref)
+    assert_bit_exact(record_while_fed(virtual_mic, ref), ref)
 
 
 def test_soft_unplug_moves_stream_to_monitor_and_back(
@@ -313,9 +313,7 @@ def test_soft_unplug_moves_stream_to_monitor_and_back(
             assert time.monotonic() < deadline, "stream did not move back to the mic"
             time.sleep(0.02)
         ref = probe_signal(seed=5)
-        virtual_mic.feed(ref)
-        virtual_mic.wait_done(timeout=5)
-        time.sleep(0.2)
+        play(virtual_mic, ref)
     finally:
         audio = rec.close()
     assert rec.statuses == []
