@@ -15,23 +15,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-try:  # tests/e2e imported as a package (``__init__.py`` present)
-    from .dbus_session import DEFAULT_CAPS, DbusError, DbusSession, NotificationServer, OwnBus
-    from .pulse import PulseError, PulseServer, VirtualMic, reinit_portaudio
-except ImportError:  # rootdir-relative "prepend" import mode, no __init__.py
-    from dbus_session import (  # type: ignore[no-redef,unused-ignore]
-        DEFAULT_CAPS,
-        DbusError,
-        DbusSession,
-        NotificationServer,
-        OwnBus,
-    )
-    from pulse import (  # type: ignore[no-redef,unused-ignore]
-        PulseError,
-        PulseServer,
-        VirtualMic,
-        reinit_portaudio,
-    )
+from tests.e2e.browser import CALL_REPORT, chromium, fake_mic_wav
+from tests.e2e.dbus_session import DEFAULT_CAPS, DbusError, DbusSession, NotificationServer, OwnBus
+from tests.e2e.dunst import Dunst, DunstError, Xvfb, missing
+from tests.e2e.pulse import PulseError, PulseServer, VirtualMic, reinit_portaudio
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -161,16 +148,8 @@ def _daemon_config(daemon_config_env: Path) -> Path:
     return daemon_config_env
 
 
-# The real-browser tests (gallery page): Chromium through Selenium, see browser.py.
-try:
-    from .browser import CALL_REPORT, chromium, fake_mic_wav
-except ImportError:
-    from browser import (  # type: ignore[no-redef,unused-ignore]
-        CALL_REPORT,
-        chromium,
-        fake_mic_wav,
-    )
-
+# The real-browser fixtures (gallery page), re-exported for the tests: Chromium through
+# Selenium, see browser.py.
 __all__ = ["chromium", "fake_mic_wav"]
 
 
@@ -185,17 +164,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # A real notification daemon: dunst on a virtual X display, see dunst.py.
-try:
-    from .dunst import Dunst, DunstError, Xvfb, missing
-except ImportError:
-    from dunst import (  # type: ignore[no-redef,unused-ignore]
-        Dunst,
-        DunstError,
-        Xvfb,
-        missing,
-    )
-
-
 @pytest.fixture(scope="session")
 def xvfb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Xvfb]:
     """One virtual X display for the session (dunst draws on it); always killed."""

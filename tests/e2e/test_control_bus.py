@@ -28,11 +28,7 @@ from dbus_fast.aio import MessageBus
 from speech2image.control import BUS_NAME, INTERFACE, OBJECT_PATH
 from speech2image.control.bus import ControlService, StatusValue, retry_delay, status_variants
 from speech2image.control.client import NO_DAEMON, ControlError, call, format_status
-
-try:
-    from .dbus_session import DbusSession, wait_until
-except ImportError:  # rootdir-relative "prepend" import mode
-    from dbus_session import DbusSession, wait_until  # type: ignore[no-redef,unused-ignore]
+from tests.e2e.dbus_session import DbusSession, wait_until
 
 pytestmark = pytest.mark.e2e
 

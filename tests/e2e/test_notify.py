@@ -19,15 +19,7 @@ from speech2image.config import NotifyConfig
 from speech2image.desktop.notify import DesktopNotifier
 from speech2image.desktop.wording import rejected_body, request_for
 from speech2image.events import Error, Event, ImageWritten, Rejected
-
-try:
-    from .dbus_session import NotificationServer, OwnBus, wait_until
-except ImportError:  # rootdir-relative "prepend" import mode
-    from dbus_session import (  # type: ignore[no-redef,unused-ignore]
-        NotificationServer,
-        OwnBus,
-        wait_until,
-    )
+from tests.e2e.dbus_session import NotificationServer, OwnBus, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -23,23 +23,9 @@ from PIL import Image
 from speech2image.config import Config, GalleryConfig, NotifyConfig
 from speech2image.desktop.notify import DesktopNotifier
 from speech2image.stages import desktop_notifier
-
-try:
-    from .dbus_session import wait_until
-    from .dunst import Dunst
-    from .request_events import DRAWING, PROMPT, RID, accepted, finished, progress, wake
-except ImportError:  # rootdir-relative "prepend" import mode
-    from dbus_session import wait_until  # type: ignore[no-redef,unused-ignore]
-    from dunst import Dunst  # type: ignore[no-redef,unused-ignore]
-    from request_events import (  # type: ignore[no-redef,unused-ignore]
-        DRAWING,
-        PROMPT,
-        RID,
-        accepted,
-        finished,
-        progress,
-        wake,
-    )
+from tests.e2e.dbus_session import wait_until
+from tests.e2e.dunst import Dunst
+from tests.e2e.request_events import DRAWING, PROMPT, RID, accepted, finished, progress, wake
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

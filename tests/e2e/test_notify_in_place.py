@@ -19,27 +19,17 @@ import pytest
 from speech2image.config import NotifyConfig
 from speech2image.desktop.notify import DesktopNotifier
 from speech2image.events import Event
-
-try:
-    from .dbus_session import NotificationServer, NotifyCall, OwnBus, wait_until
-    from .request_events import DRAWING, PROMPT, RID, accepted, finished, progress, rejected, wake
-except ImportError:  # rootdir-relative "prepend" import mode
-    from dbus_session import (  # type: ignore[no-redef,unused-ignore]
-        NotificationServer,
-        NotifyCall,
-        OwnBus,
-        wait_until,
-    )
-    from request_events import (  # type: ignore[no-redef,unused-ignore]
-        DRAWING,
-        PROMPT,
-        RID,
-        accepted,
-        finished,
-        progress,
-        rejected,
-        wake,
-    )
+from tests.e2e.dbus_session import NotificationServer, NotifyCall, OwnBus, wait_until
+from tests.e2e.request_events import (
+    DRAWING,
+    PROMPT,
+    RID,
+    accepted,
+    finished,
+    progress,
+    rejected,
+    wake,
+)
 
 pytestmark = pytest.mark.e2e
 
